@@ -1,0 +1,37 @@
+# Two entry points for a fresh machine (README): `make demo` and `make test`. Each
+# creates the virtual environment in .venv when it is missing, then runs.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+CORES ?= all
+
+.PHONY: setup demo test bench report clean
+
+setup: $(STAMP)
+
+# Reinstalled when pyproject.toml changes. torch/torchvision are pinned there: a loose
+# spec would pull a multi-GB CUDA stack of a newer release.
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+		{ echo "Python >= 3.11 is needed (found $$($(PYTHON) --version)); set PYTHON=..."; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+demo: $(STAMP)
+	$(BIN)/snakemake --cores $(CORES)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/throughput.py --out benchmarks/out/throughput.json
+
+report: $(STAMP)
+	$(BIN)/snakemake --report report.html
+
+clean:
+	rm -rf results .snakemake report.html

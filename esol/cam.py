@@ -1,0 +1,201 @@
+"""Localization maps (CAM, Eq. 2) at several scales, and their HDF5 store.
+
+As IRN's ``make_cam``: for each scale the image and its mirror go through the network,
+``ReLU(w_c^T F)`` of both is summed (the mirror flipped back), every scale's map is
+resized to a common size and summed, then each class map of the classes in the image
+label is divided by its spatial max (+1e-5). Two resolutions are kept: ``cam`` at
+stride 4 (what IRN's relation labels use) and ``high_res`` at image size.
+
+Store contract (design/pipeline.md): one HDF5 file per (method, split), one group per
+image id with ``keys`` (int16 mask values of the classes, 1..K), ``cam`` (float16,
+(n, ceil(H/4), ceil(W/4))) and ``high_res`` (float16, (n, H, W)); file attributes name
+the scales, flip and source checkpoint. Files are written under a temporary name and
+renamed when complete; an interrupted extraction resumes from the partial file.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from esol.data import transforms as T
+from esol.data.voc import DatasetInfo, read_image
+from esol.models.esol_net import ESOLNet
+from esol.utils import DatasetError, tqdm_kwargs
+
+log = logging.getLogger(__name__)
+
+EPS = 1e-5
+
+
+def strided_size(size: tuple[int, int], stride: int) -> tuple[int, int]:
+    """``ceil(size / stride)`` per side (IRN ``get_strided_size``)."""
+    return ((size[0] + stride - 1) // stride, (size[1] + stride - 1) // stride)
+
+
+def strided_up_size(size: tuple[int, int], stride: int) -> tuple[int, int]:
+    """``size`` rounded up to a multiple of ``stride`` (IRN ``get_strided_up_size``)."""
+    h, w = strided_size(size, stride)
+    return h * stride, w * stride
+
+
+@torch.no_grad()
+def multiscale_cam(net: ESOLNet, image: np.ndarray, scales: Sequence[float], flip: bool,
+                   device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """Unnormalised CAMs of all K classes summed over scales (and flips).
+
+    Returns ``(strided, high_res)``: (K, ceil(H/4), ceil(W/4)) and (K, H, W), float32.
+    """
+    size = image.shape[:2]
+    s4, up16 = strided_size(size, 4), strided_up_size(size, 16)
+    strided = high = None
+    for scale in scales:
+        x = torch.from_numpy(T.to_chw(T.normalize(T.rescale(image, scale))))[None].to(device)
+        if flip:
+            x = torch.cat([x, x.flip(-1)])
+        cam = net.cam(x)
+        cam = cam[0] + cam[1].flip(-1) if flip else cam[0]
+        cam = cam[None].float()
+        a = F.interpolate(cam, s4, mode="bilinear", align_corners=False)[0]
+        b = F.interpolate(cam, up16, mode="bilinear", align_corners=False)[0, :, : size[0], : size[1]]
+        strided = a if strided is None else strided + a
+        high = b if high is None else high + b
+    return strided, high
+
+
+def normalize_cam(cam: torch.Tensor, keys: np.ndarray) -> torch.Tensor:
+    """Keep the classes ``keys`` (mask values, 1-based) and divide each by its max + 1e-5."""
+    sel = cam[torch.as_tensor(np.asarray(keys, dtype=np.int64) - 1, device=cam.device)]
+    return sel / (sel.amax(dim=(1, 2), keepdim=True) + EPS)
+
+
+@dataclass
+class CamRecord:
+    keys: np.ndarray  # (n,) mask values
+    cam: np.ndarray  # (n, h4, w4)
+    high_res: np.ndarray  # (n, H, W)
+
+
+class CamStore:
+    """Read access to a CAM file: ``store[id]`` gives a :class:`CamRecord`."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        try:
+            self._file = h5py.File(self.path, "r")
+        except (OSError, FileNotFoundError) as err:
+            raise DatasetError(f"cannot open CAM file {self.path}: {err}") from None
+
+    @property
+    def attrs(self) -> Mapping[str, Any]:
+        return self._file.attrs
+
+    def ids(self) -> list[str]:
+        return list(self._file.keys())
+
+    def __contains__(self, image_id: str) -> bool:
+        return image_id in self._file
+
+    def __getitem__(self, image_id: str) -> CamRecord:
+        if image_id not in self._file:
+            raise DatasetError(f"CAM file {self.path} has no entry for image {image_id!r}")
+        g = self._file[image_id]
+        return CamRecord(keys=g["keys"][()].astype(np.int64), cam=g["cam"][()],
+                         high_res=g["high_res"][()])
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> CamStore:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _write_record(f: h5py.File, image_id: str, rec: CamRecord) -> None:
+    if image_id in f:
+        del f[image_id]
+    g = f.create_group(image_id)
+    g.create_dataset("keys", data=rec.keys.astype(np.int16))
+    for name in ("cam", "high_res"):
+        arr = rec.__dict__[name].astype(np.float16)
+        chunks = (1, *arr.shape[1:]) if arr.shape[0] else None
+        g.create_dataset(name, data=arr, chunks=chunks, compression="gzip" if chunks else None,
+                         compression_opts=1 if chunks else None, shuffle=bool(chunks))
+    g.attrs["done"] = True  # written last: a group without it is incomplete
+
+
+def write_cams(out_path: str | os.PathLike, records: Iterator[tuple[str, CamRecord]],
+               total: int, attrs: Mapping[str, Any], skip: set[str] | None = None) -> None:
+    """Stream records into ``out_path`` through ``<out_path>.partial`` (see module doc)."""
+    out_path = Path(out_path)
+    partial = out_path.with_name(out_path.name + ".partial")
+    with h5py.File(partial, "a") as f:
+        for k, v in attrs.items():
+            f.attrs[k] = v
+        with tqdm(total=total, initial=len(skip or ()), desc=f"CAM {out_path.name}", unit="img",
+                  **tqdm_kwargs()) as bar:
+            for image_id, rec in records:
+                _write_record(f, image_id, rec)
+                bar.update()
+                if bar.n % 50 == 0:
+                    f.flush()
+    os.replace(partial, out_path)
+
+
+def done_ids(partial: Path) -> set[str]:
+    """Ids fully written to a partial CAM file; a corrupt file is discarded."""
+    if not partial.is_file():
+        return set()
+    try:
+        with h5py.File(partial, "a") as f:
+            incomplete = [k for k in f if not f[k].attrs.get("done", False)]
+            for k in incomplete:
+                del f[k]
+            return set(f.keys())
+    except OSError as err:
+        log.warning("discarding unreadable partial CAM file %s (%s)", partial, err)
+        partial.unlink()
+        return set()
+
+
+def make_cams(net: ESOLNet, info: DatasetInfo, split: str, out_path: str | os.PathLike,
+              scales: Sequence[float], flip: bool, device: torch.device,
+              attrs: Mapping[str, Any] | None = None) -> int:
+    """Compute and store CAMs for every image of ``split`` (keys from its image labels)."""
+    if split not in info.labels:
+        raise DatasetError(f"split {split!r} has no masks, so no image labels to choose CAM classes")
+    labels = info.labels[split]
+    ids = info.ids(split)
+    out_path = Path(out_path)
+    skip = done_ids(out_path.with_name(out_path.name + ".partial"))
+    if skip:
+        log.info("resuming CAM extraction: %d of %d images already done", len(skip), len(ids))
+    net = net.to(device).eval()
+
+    def records() -> Iterator[tuple[str, CamRecord]]:
+        for image_id in ids:
+            if image_id in skip:
+                continue
+            image = read_image(info.layout.image(image_id))
+            keys = np.asarray(labels[image_id], dtype=np.int64)
+            strided, high = multiscale_cam(net, image, scales, flip, device)
+            yield image_id, CamRecord(keys=keys,
+                                      cam=normalize_cam(strided, keys).cpu().numpy(),
+                                      high_res=normalize_cam(high, keys).cpu().numpy())
+
+    meta = {"scales": list(scales), "flip": flip, "split": split, "classes": info.classes,
+            **(attrs or {})}
+    write_cams(out_path, records(), total=len(ids), attrs=meta, skip=skip)
+    return len(ids)

@@ -1,0 +1,165 @@
+"""The training loop every stage shares: poly learning rate, periodic checkpoints, resume.
+
+A run interrupted at any point resumes from its last periodic checkpoint and ends in
+the same weights as an uninterrupted run: the batch order is a permutation fixed by
+``(seed, epoch)`` and each sample's augmentation by ``(seed, epoch, index)``, so no
+RNG state needs saving.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+from tqdm import tqdm
+
+from esol.utils import ConfigError, TrainingError, atomic_path, tqdm_kwargs
+
+log = logging.getLogger(__name__)
+
+StepFn = Callable[[dict], tuple[torch.Tensor, dict[str, float]]]
+
+
+class EpochSampler(Sampler[int]):
+    """A permutation fixed by ``(seed, epoch)``, starting at position ``start``."""
+
+    def __init__(self, n: int, seed: int, epoch: int, start: int = 0) -> None:
+        self.n, self.seed, self.epoch, self.start = n, seed, epoch, start
+
+    def __iter__(self) -> Iterator[int]:
+        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        return iter(torch.randperm(self.n, generator=g)[self.start:].tolist())
+
+    def __len__(self) -> int:
+        return self.n - self.start
+
+
+def poly_lr(base: float, step: int, max_step: int, power: float = 0.9) -> float:
+    """``base * (1 - step / max_step) ** power`` (IRN's PolyOptimizer, DeepLab's poly)."""
+    return base * (1.0 - step / max_step) ** power
+
+
+def fingerprint(section: Mapping[str, Any]) -> str:
+    """A stable text of the config a checkpoint was made with, to refuse stale resumes."""
+    return json.dumps(section, sort_keys=True, default=str)
+
+
+def fit(*, params_owner: torch.nn.Module, optimizer: torch.optim.Optimizer, dataset: Dataset,
+        step_fn: StepFn, batch_size: int, epochs: int, seed: int, resume_path: str | os.PathLike,
+        checkpoint_every: int, config: Mapping[str, Any], num_workers: int = 0,
+        poly_power: float = 0.9, desc: str = "train",
+        on_epoch_end: Callable[[dict[str, float]], None] | None = None) -> list[dict[str, float]]:
+    """Train ``params_owner`` with ``step_fn`` and return one record per epoch.
+
+    ``step_fn(batch)`` returns the loss to minimise and floats to log (averaged per
+    epoch). The learning rate of each parameter group decays from its initial value by
+    :func:`poly_lr`. Every ``checkpoint_every`` steps, model, optimizer and history are
+    saved to ``resume_path``; a later call with the same ``config`` resumes there. A
+    non-finite loss raises :class:`TrainingError`; ``on_epoch_end`` may raise it too.
+    """
+    steps_per_epoch = len(dataset) // batch_size
+    if steps_per_epoch == 0:
+        raise ConfigError(f"{desc}: batch_size {batch_size} exceeds the {len(dataset)} training "
+                          "images; lower the stage's batch_size")
+    max_step = steps_per_epoch * epochs
+    for group in optimizer.param_groups:
+        group.setdefault("initial_lr", group["lr"])
+    step, history, acc = 0, [], {}
+    resume_path = Path(resume_path)
+    if resume_path.is_file():
+        state = torch.load(resume_path, map_location="cpu", weights_only=False)
+        if state.get("fingerprint") == fingerprint(config):
+            params_owner.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            step, history, acc = state["step"], state["history"], state["acc"]
+            log.info("%s: resuming from %s at step %d of %d", desc, resume_path, step, max_step)
+        else:
+            log.warning("%s: ignoring %s, made with a different config", desc, resume_path)
+
+    device = next(params_owner.parameters()).device
+    bar = tqdm(total=max_step, initial=step, desc=desc, unit="step", **tqdm_kwargs())
+    while step < max_step:
+        epoch, offset = divmod(step, steps_per_epoch)
+        if hasattr(dataset, "set_epoch"):
+            dataset.set_epoch(epoch)
+        loader = DataLoader(dataset, batch_size=batch_size, drop_last=True,
+                            sampler=EpochSampler(len(dataset), seed, epoch, offset * batch_size),
+                            num_workers=num_workers, persistent_workers=False)
+        for batch in loader:
+            for group in optimizer.param_groups:
+                group["lr"] = poly_lr(group["initial_lr"], step, max_step, poly_power)
+            batch = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v
+                     for k, v in batch.items()}
+            loss, stats = step_fn(batch)
+            if not torch.isfinite(loss):
+                raise TrainingError(f"{desc}: loss became {loss.item()} at step {step} "
+                                    f"(epoch {epoch + 1}); lower the learning rate or the loss weight")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            step += 1
+            for k, v in {"loss": loss.item(), **stats}.items():
+                acc[k] = acc.get(k, 0.0) + v
+            acc["_n"] = acc.get("_n", 0) + 1
+            bar.update()
+            bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
+            if step % steps_per_epoch == 0:
+                n = acc.pop("_n")
+                record = {"epoch": epoch + 1, "step": step,
+                          "lr": optimizer.param_groups[0]["lr"],
+                          **{k: v / n for k, v in acc.items()}}
+                history.append(record)
+                acc = {}
+                log.info("%s epoch %d/%d: %s", desc, epoch + 1, epochs,
+                         ", ".join(f"{k} {v:.4g}" for k, v in record.items()
+                                   if k not in ("epoch", "step")))
+                if on_epoch_end is not None:
+                    on_epoch_end(record)
+            if step % checkpoint_every == 0 and step < max_step:
+                _save_resume(resume_path, params_owner, optimizer, step, history, acc, config)
+    bar.close()
+    return history
+
+
+def _save_resume(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, step: int,
+                 history: list, acc: dict, config: Mapping[str, Any]) -> None:
+    with atomic_path(path, suffix=".pt") as tmp:
+        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                    "step": step, "history": history, "acc": acc,
+                    "fingerprint": fingerprint(config)}, tmp)
+
+
+def save_checkpoint(path: str | os.PathLike, payload: Mapping[str, Any]) -> None:
+    """Write a final stage checkpoint atomically."""
+    with atomic_path(path, suffix=".pt") as tmp:
+        torch.save(dict(payload), tmp)
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except FileNotFoundError:
+        raise ConfigError(f"checkpoint not found: {path}") from None
+
+
+def history_csv(path: str | os.PathLike, history: list[dict[str, float]]) -> None:
+    """The per-epoch records as CSV (for curves in the report)."""
+    keys = list(dict.fromkeys(k for r in history for k in r))
+    with atomic_path(path, suffix=".csv") as tmp:
+        lines = [",".join(keys)] + [",".join(_fmt(r.get(k)) for k in keys) for r in history]
+        tmp.write_text("\n".join(lines) + "\n")
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return "nan" if math.isnan(v) else f"{v:.6g}"
+    return str(v)

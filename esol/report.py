@@ -1,0 +1,139 @@
+"""Tables and figures that compare methods (the paper's Table 6, Fig. 3d, Fig. 5)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from esol.cam import CamStore
+from esol.data.voc import DatasetInfo, read_image, read_label
+from esol.evaluate import read_sweep_csv
+from esol.utils import atomic_path
+
+log = logging.getLogger(__name__)
+
+SWITCHES = (("expansion_offsets", "DT_e"), ("clipping", "FL"), ("shrinkage", "Shr."),
+            ("shrinkage_offsets", "DT_s"), ("area_loss", "L_area"))
+
+
+def baseline_method(methods: Mapping[str, Mapping[str, bool]]) -> str | None:
+    """The method with every switch off (the paper's "Baseline" row), if any."""
+    return next((m for m, s in methods.items() if not any(s.values())), None)
+
+
+def seed_table(methods: Mapping[str, Mapping[str, bool]], summaries: Mapping[str, dict],
+               sweeps: Mapping[str, dict[str, np.ndarray]]) -> list[dict[str, Any]]:
+    """One row per method: switches, best-threshold seed quality, and precision/recall at
+    the baseline's best threshold (so recall and precision compare at one operating point).
+    """
+    base = baseline_method(methods)
+    t0 = summaries[base]["threshold"] if base else None
+    rows = []
+    for name, spec in methods.items():
+        s = summaries[name]
+        row: dict[str, Any] = {"method": name, **{label: bool(spec[k]) for k, label in SWITCHES},
+                               "miou": s["miou"], "threshold": s["threshold"],
+                               "precision": s["precision"], "recall": s["recall"]}
+        if t0 is not None:
+            sw = sweeps[name]
+            i = int(np.argmin(np.abs(sw["threshold"] - t0)))
+            row.update({"t0": float(sw["threshold"][i]), "miou_at_t0": float(sw["miou"][i]),
+                        "precision_at_t0": float(sw["precision"][i]),
+                        "recall_at_t0": float(sw["recall"][i])})
+        rows.append(row)
+    return rows
+
+
+def table_markdown(rows: Sequence[dict[str, Any]], split: str, images: int) -> str:
+    has_t0 = "t0" in rows[0]
+    head = ["Method", *(label for _, label in SWITCHES), "seed mIoU (%)", "best t",
+            "precision", "recall"]
+    if has_t0:
+        head += [f"precision @ t0={rows[0]['t0']:.2f}", "recall @ t0"]
+    lines = [f"Seed quality on `{split}` ({images} images), the paper's Table 6. "
+             "Best threshold per method; t0 is the baseline's best threshold.", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [f"`{r['method']}`", *("✓" if r[label] else "" for _, label in SWITCHES),
+                 f"{100 * r['miou']:.1f}", f"{r['threshold']:.2f}", f"{r['precision']:.3f}",
+                 f"{r['recall']:.3f}"]
+        if has_t0:
+            cells += [f"{r['precision_at_t0']:.3f}", f"{r['recall_at_t0']:.3f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_csv(path: str | os.PathLike, rows: Sequence[dict[str, Any]]) -> None:
+    keys = list(rows[0])
+    with atomic_path(path, suffix=".csv") as tmp:
+        out = [",".join(keys)]
+        out += [",".join(_cell(r[k]) for k in keys) for r in rows]
+        tmp.write_text("\n".join(out) + "\n")
+
+
+def _cell(v: Any) -> str:
+    if isinstance(v, bool):
+        return str(int(v))
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    return str(v)
+
+
+def fig5_grid(path: str | os.PathLike, info: DatasetInfo, split: str,
+              cams: Mapping[str, str | os.PathLike], n_images: int) -> None:
+    """Input | one localization map per method | ground truth, for the first images."""
+    from esol.viz import colorize, image_grid, overlay
+
+    stores = {m: CamStore(p) for m, p in cams.items()}
+    try:
+        ids = [i for i in info.ids(split) if info.labels[split][i]][:n_images]
+        rows = []
+        for image_id in ids:
+            image = read_image(info.layout.image(image_id))
+            row = [image]
+            for store in stores.values():
+                rec = store[image_id]
+                heat = rec.high_res.astype(np.float32).max(0) if len(rec.keys) else np.zeros(image.shape[:2])
+                row.append(overlay(image, heat))
+            row.append(colorize(read_label(info.layout.gt_mask(image_id))))
+            rows.append(row)
+    finally:
+        for s in stores.values():
+            s.close()
+    image_grid(path, rows, ["image", *cams, "ground truth"], row_titles=ids)
+
+
+def compare_seeds(methods: Mapping[str, Mapping[str, bool]], figures: Mapping[str, Any],
+                  dataset_json: str | os.PathLike, metrics: Sequence[str], sweeps: Sequence[str],
+                  cams: Sequence[str], table_md: str | os.PathLike, table_csv: str | os.PathLike,
+                  recall_png: str | os.PathLike, grid_png: str | os.PathLike) -> list[dict[str, Any]]:
+    """Rule ``compare_seeds``; the path lists follow the order of ``methods``."""
+    from esol.viz import plot_curves
+
+    names = list(methods)
+    summaries = {n: json.loads(Path(p).read_text()) for n, p in zip(names, metrics, strict=True)}
+    curves = {n: read_sweep_csv(p) for n, p in zip(names, sweeps, strict=True)}
+    rows = seed_table(methods, summaries, curves)
+    split = summaries[names[0]]["split"]
+    with atomic_path(table_md, suffix=".md") as tmp:
+        tmp.write_text(table_markdown(rows, split, summaries[names[0]]["images"]))
+    write_csv(table_csv, rows)
+    base = baseline_method(methods)
+    recall_methods = [m for m in figures["recall_methods"] if m in curves] or names
+    plot_curves(recall_png, {m: (curves[m]["threshold"], curves[m]["recall"]) for m in recall_methods},
+                "background threshold", "foreground recall", f"Foreground recall on {split} (Fig. 3d)",
+                marker_x=summaries[base]["threshold"] if base else None)
+    info = DatasetInfo.from_json(dataset_json)
+    cam_paths = dict(zip(names, cams, strict=True))
+    shown = [m for m in figures["fig5_methods"] if m in cam_paths] or names
+    fig5_grid(grid_png, info, split, {m: cam_paths[m] for m in shown}, figures["fig5_images"])
+    for r in rows:
+        log.info("%s: mIoU %.4f at t=%.2f (P %.3f R %.3f)", r["method"], r["miou"], r["threshold"],
+                 r["precision"], r["recall"])
+    return rows

@@ -1,0 +1,113 @@
+"""Small shared pieces: clear errors, device choice, atomic writes, rule logging."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import random
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+
+log = logging.getLogger("esol")
+
+
+class ESOLError(RuntimeError):
+    """An error the user can fix (bad input file, bad config value).
+
+    Entry scripts print only its message, never a traceback: the message names the
+    file or config key at fault.
+    """
+
+
+class DatasetError(ESOLError):
+    """A dataset file is missing, unreadable or holds values it must not."""
+
+
+class ConfigError(ESOLError):
+    """A config value is inconsistent with another or with the machine."""
+
+
+class TrainingError(ESOLError):
+    """Training diverged (NaN/inf loss, offsets beyond their bound)."""
+
+
+def select_device(name: str = "auto") -> torch.device:
+    """The one place that decides between CUDA and CPU (config key ``device``)."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"config key 'device' is {name!r} but no CUDA device is visible")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch; CPU runs are then repeatable bit for bit."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; rename it over ``path`` on success.
+
+    On any exception the temporary file is removed, so a reader never sees a
+    half-written output.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or path.suffix or ".tmp",
+                               dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise
+
+
+def tqdm_kwargs() -> dict:
+    """Progress-bar settings: dense on a terminal, one line every 10 s in a log file."""
+    interactive = sys.stderr.isatty()
+    return {"mininterval": 0.5 if interactive else 10.0, "dynamic_ncols": interactive,
+            "file": sys.stderr}
+
+
+@contextlib.contextmanager
+def rule_logging(log_path: str | os.PathLike | None, threads: int = 1) -> Iterator[logging.Logger]:
+    """Run a rule's body with logging (and stderr, so tqdm too) going to its log file.
+
+    Torch is limited to the rule's ``threads``. An :class:`ESOLError` ends the rule with
+    its one-line message on the console and in the log, and exit status 1.
+    """
+    torch.set_num_threads(max(1, int(threads)))
+    console = sys.__stderr__
+    stream = open(log_path, "w", buffering=1) if log_path else None  # noqa: SIM115
+    old_stderr = sys.stderr
+    if stream is not None:
+        sys.stderr = stream
+    handler = logging.StreamHandler(stream or old_stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    try:
+        yield log
+    except ESOLError as err:
+        log.error("%s", err)
+        if stream is not None:
+            print(f"ERROR: {err}", file=console)
+        raise SystemExit(1) from None
+    finally:
+        root.removeHandler(handler)
+        sys.stderr = old_stderr
+        if stream is not None:
+            stream.close()

@@ -1,0 +1,89 @@
+"""End to end: the whole DAG on a tiny config, in a temporary directory, through Snakemake."""
+
+import copy
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from conftest import REPO, load_config
+
+SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
+
+
+def tiny_config() -> dict:
+    cfg = copy.deepcopy(load_config())
+    cfg["device"] = "cpu"
+    cfg["dataset"]["name"] = "tiny"
+    cfg["dataset"]["synthetic"].update(
+        num_classes=2, image_size=[96, 104], counts={"train_aug": 48, "train": 16, "val": 8, "test": 0},
+        body_signal=0.5, clutter=[1, 3])
+    cfg["classifier"].update(epochs=4, batch_size=8, resize_long=[88, 112], crop=96, lr=0.05)
+    for stage in ("expansion", "shrinkage"):
+        cfg[stage].update(epochs=1, batch_size=8)
+    # A barely trained classifier gives large ascent gradients: step gently.
+    cfg["expansion"]["lr"] = 0.001
+    cfg["shrinkage"]["lr"] = 0.001
+    cfg["cam"]["scales"] = [1.0, 2.0]
+    cfg["methods"]["fl"] = {"expansion_offsets": False, "clipping": True, "shrinkage": False,
+                            "shrinkage_offsets": False, "area_loss": False}
+    cfg["methods"]["esol_noarea"] = dict(cfg["methods"]["esol"], area_loss=False)
+    cfg["figures"]["fig5_images"] = 3
+    return cfg
+
+
+def _all_background_miou(conf: np.ndarray) -> float:
+    """mIoU of predicting background everywhere, from a confusion matrix's ground truth."""
+    gt = conf.sum(1)
+    present = gt > 0
+    return float((gt[0] / gt.sum()) / present.sum())
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    work = tmp_path_factory.mktemp("e2e")
+    (work / "tiny.yaml").write_text(yaml.safe_dump(tiny_config()))
+    run = subprocess.run([SNAKEMAKE, "-s", str(REPO / "Snakefile"), "-d", str(work), "--configfile",
+                          str(work / "tiny.yaml"), "--cores", "2"], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-4000:]
+    return work, work / "results" / "tiny"
+
+
+@pytest.mark.slow
+def test_every_method_and_variant_has_evaluated_seeds(tiny_run):
+    work, res = tiny_run
+    for method in ("cam", "expansion_noclip", "expansion", "esol", "fl", "esol_noarea"):
+        summary = json.loads((res / "seeds" / method / "train.json").read_text())
+        assert summary["images"] == 16 and 0 <= summary["miou"] <= 1
+        assert (res / "seeds" / method / "train.csv").is_file()
+        assert (res / "seeds" / method / "train.png").stat().st_size > 1000
+        assert (res / "logs" / "make_cam" / method / "train.log").is_file()
+    for path in ("table6.md", "table6.csv", "recall_vs_threshold.png", "fig5_grid.png"):
+        assert (res / "seeds" / path).is_file()
+    table = (res / "seeds" / "table6.md").read_text()
+    assert all(f"`{m}`" in table for m in ("cam", "fl", "esol_noarea"))
+    # Variants share upstream outputs: one classifier, one Expansion per clipping setting.
+    models = sorted(p.name for p in (res / "models").glob("*.pt"))
+    assert models == ["classifier.pt", "expansion_clip.pt", "expansion_noclip.pt",
+                      "shrinkage_esol.pt", "shrinkage_esol_noarea.pt"]
+    assert not list(res.rglob("*.partial"))
+
+
+@pytest.mark.slow
+def test_seeds_beat_an_all_background_prediction(tiny_run):
+    _, res = tiny_run
+    summary = json.loads((res / "seeds" / "cam" / "train.json").read_text())
+    floor = _all_background_miou(np.array(summary["confusion"]))
+    assert summary["miou"] > floor + 0.05, (summary["miou"], floor)
+
+
+@pytest.mark.slow
+def test_rerun_has_nothing_to_do(tiny_run):
+    work, _ = tiny_run
+    run = subprocess.run([SNAKEMAKE, "-s", str(REPO / "Snakefile"), "-d", str(work), "--configfile",
+                          str(work / "tiny.yaml"), "-n"], capture_output=True, text=True)
+    assert run.returncode == 0 and "Nothing to be done" in run.stdout + run.stderr

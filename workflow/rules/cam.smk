@@ -1,0 +1,43 @@
+rule make_cam:
+    input:
+        dataset=prepared("dataset.json"),
+        checkpoint=method_checkpoint,
+    output:
+        cams=cam_path("{method}", "{split}"),
+    params:
+        method=method_spec,
+        cam=config["cam"],
+    log:
+        log_path("make_cam", "{method}", "{split}"),
+    benchmark:
+        benchmark_path("make_cam", "{method}", "{split}")
+    threads: 8
+    resources:
+        mem_mb=8000,
+        runtime=600,
+    conda:
+        "../../envs/esol.yaml"
+    script:
+        "../scripts/make_cam.py"
+
+
+rule eval_seed:
+    input:
+        dataset=prepared("dataset.json"),
+        cams=cam_path("{method}", "{split}"),
+    output:
+        **seed_outputs("{method}", "{split}"),
+    params:
+        thresholds=config["eval"]["thresholds"],
+    log:
+        log_path("eval_seed", "{method}", "{split}"),
+    benchmark:
+        benchmark_path("eval_seed", "{method}", "{split}")
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=120,
+    conda:
+        "../../envs/esol.yaml"
+    script:
+        "../scripts/eval_seed.py"

@@ -1,0 +1,9 @@
+"""Rule train_expansion: gradient ascent on the expansion sampler's offsets (Eq. 5)."""
+
+from esol.stages import train_expansion
+from esol.utils import rule_logging
+
+with rule_logging(snakemake.log[0], snakemake.threads):  # noqa: F821
+    train_expansion(snakemake.config, snakemake.params.switches,  # noqa: F821
+                    snakemake.input.classifier, snakemake.input.dataset,  # noqa: F821
+                    snakemake.output.model, snakemake.output.history)  # noqa: F821
