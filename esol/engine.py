@@ -8,6 +8,7 @@ RNG state needs saving.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -20,7 +21,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
-from esol.utils import ConfigError, TrainingError, atomic_path, tqdm_kwargs
+from esol.utils import ConfigError, TrainingError, atomic_path, autocast, tqdm_kwargs
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,15 @@ def poly_lr(base: float, step: int, max_step: int, power: float = 0.9) -> float:
     return base * (1.0 - step / max_step) ** power
 
 
+def file_digest(path: str | os.PathLike) -> str:
+    """SHA-1 of a file's bytes: identifies an input (checkpoint, dataset) by content."""
+    h = hashlib.sha1()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def fingerprint(section: Mapping[str, Any]) -> str:
     """A stable text of the config a checkpoint was made with, to refuse stale resumes."""
     return json.dumps(section, sort_keys=True, default=str)
@@ -55,7 +65,8 @@ def fit(*, params_owner: torch.nn.Module, optimizer: torch.optim.Optimizer, data
         step_fn: StepFn, batch_size: int, epochs: int, seed: int, resume_path: str | os.PathLike,
         checkpoint_every: int, config: Mapping[str, Any], num_workers: int = 0,
         poly_power: float = 0.9, desc: str = "train",
-        on_epoch_end: Callable[[dict[str, float]], None] | None = None) -> list[dict[str, float]]:
+        on_epoch_end: Callable[[dict[str, float]], None] | None = None,
+        amp: torch.dtype | None = None) -> list[dict[str, float]]:
     """Train ``params_owner`` with ``step_fn`` and return one record per epoch.
 
     ``step_fn(batch)`` returns the loss to minimise and floats to log (averaged per
@@ -63,6 +74,7 @@ def fit(*, params_owner: torch.nn.Module, optimizer: torch.optim.Optimizer, data
     :func:`poly_lr`. Every ``checkpoint_every`` steps, model, optimizer and history are
     saved to ``resume_path``; a later call with the same ``config`` resumes there. A
     non-finite loss raises :class:`TrainingError`; ``on_epoch_end`` may raise it too.
+    ``amp`` runs ``step_fn`` under autocast to that dtype (float16 with loss scaling).
     """
     steps_per_epoch = len(dataset) // batch_size
     if steps_per_epoch == 0:
@@ -84,6 +96,7 @@ def fit(*, params_owner: torch.nn.Module, optimizer: torch.optim.Optimizer, data
             log.warning("%s: ignoring %s, made with a different config", desc, resume_path)
 
     device = next(params_owner.parameters()).device
+    scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
     bar = tqdm(total=max_step, initial=step, desc=desc, unit="step", **tqdm_kwargs())
     while step < max_step:
         epoch, offset = divmod(step, steps_per_epoch)
@@ -97,13 +110,15 @@ def fit(*, params_owner: torch.nn.Module, optimizer: torch.optim.Optimizer, data
                 group["lr"] = poly_lr(group["initial_lr"], step, max_step, poly_power)
             batch = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v
                      for k, v in batch.items()}
-            loss, stats = step_fn(batch)
+            with autocast(amp, device):
+                loss, stats = step_fn(batch)
             if not torch.isfinite(loss):
                 raise TrainingError(f"{desc}: loss became {loss.item()} at step {step} "
                                     f"(epoch {epoch + 1}); lower the learning rate or the loss weight")
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
             step += 1
             for k, v in {"loss": loss.item(), **stats}.items():
                 acc[k] = acc.get(k, 0.0) + v

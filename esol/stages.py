@@ -21,11 +21,11 @@ import torch
 from esol.data.datasets import ClassificationDataset
 from esol.data.voc import DatasetInfo
 from esol.cam import make_cams
-from esol.engine import fit, history_csv, load_checkpoint, save_checkpoint
+from esol.engine import file_digest, fit, history_csv, load_checkpoint, save_checkpoint
 from esol.losses import area_loss, classification_loss
 from esol.models.deform import offset_magnitude
 from esol.models.esol_net import Arch, ESOLNet
-from esol.utils import ConfigError, TrainingError, seed_everything, select_device
+from esol.utils import ConfigError, TrainingError, amp_dtype, seed_everything, select_device
 
 log = logging.getLogger(__name__)
 
@@ -79,13 +79,15 @@ def train_classifier(cfg: Config, dataset_json: str | os.PathLike, out_model: st
         acc = ((logits > 0).float() == batch["label"]).float().mean().item()
         return loss, {"label_accuracy": acc}
 
-    section = {"model": cfg["model"], "classifier": c, "seed": cfg["seed"],
-               "dataset": cfg["dataset"]["name"]}
+    # What a resume checkpoint must match: config and input content, not just names.
+    section = {"model": cfg["model"], "classifier": c, "seed": cfg["seed"], "amp": cfg["amp"],
+               "dataset": file_digest(dataset_json)}
     history = fit(params_owner=net, optimizer=optimizer, dataset=dataset, step_fn=step,
                   batch_size=c["batch_size"], epochs=c["epochs"], seed=cfg["seed"],
                   resume_path=Path(str(out_model) + ".partial"),
                   checkpoint_every=c["checkpoint_every"], config=section,
-                  num_workers=c["num_workers"], desc="classifier")
+                  num_workers=c["num_workers"], desc="classifier",
+                  amp=amp_dtype(cfg["amp"], device))
     save_checkpoint(out_model, net.checkpoint(stage="classifier", config=section, history=history,
                                               classes=info.classes))
     Path(str(out_model) + ".partial").unlink(missing_ok=True)
@@ -117,7 +119,8 @@ def extract_cams(cfg: Config, spec: Mapping[str, bool], checkpoint: str | os.Pat
     clip_beta = cfg.get("expansion", {}).get("clip_beta")
     net = load_method_net(spec, checkpoint, clip_beta)
     return make_cams(net, info, split, out_path, cfg["cam"]["scales"], cfg["cam"]["flip"], device,
-                     attrs={"checkpoint": str(checkpoint), "arch": json.dumps(asdict(net.arch))})
+                     attrs={"checkpoint": str(checkpoint), "arch": json.dumps(asdict(net.arch))},
+                     amp=amp_dtype(cfg["amp"], device))
 
 
 Objective = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, dict[str, float]]]
@@ -181,7 +184,8 @@ def _esol_stage(cfg: Config, net: ESOLNet, params: list[torch.nn.Parameter], sec
                       batch_size=section["batch_size"], epochs=section["epochs"], seed=cfg["seed"],
                       resume_path=Path(str(out_model) + ".partial"),
                       checkpoint_every=section["checkpoint_every"], config=fingerprint_section,
-                      num_workers=cfg["classifier"]["num_workers"], desc=desc)
+                      num_workers=cfg["classifier"]["num_workers"], desc=desc,
+                      amp=amp_dtype(cfg["amp"], device))
     else:
         log.info("%s: nothing to train in this variant; the checkpoint carries the network on", desc)
     save_checkpoint(out_model, net.cpu().checkpoint(stage=net.arch.stage, config=fingerprint_section,
@@ -209,7 +213,7 @@ def train_expansion(cfg: Config, spec: Mapping[str, bool], classifier_ckpt: str 
                               clip_beta=e["clip_beta"] if spec["clipping"] else None)
     loss_fn = expansion_objective(e["alpha"])
     section = {"expansion": e, "switches": {k: spec[k] for k in ("expansion_offsets", "clipping")},
-               "classifier": str(classifier_ckpt), "seed": cfg["seed"]}
+               "classifier": file_digest(classifier_ckpt), "seed": cfg["seed"], "amp": cfg["amp"]}
     return _esol_stage(cfg, net, params, e, info, loss_fn,
                        net.conv_e if spec["expansion_offsets"] else None, "expansion",
                        out_model, out_history, section)
@@ -235,8 +239,8 @@ def train_shrinkage(cfg: Config, spec: Mapping[str, bool], expansion_ckpt: str |
     params = net.to_shrinkage(deformable=spec["shrinkage_offsets"])
     loss_fn = shrinkage_objective(s["gamma"], s["mu"] if spec["area_loss"] else 0.0,
                                   present_only=s["area_classes"] == "present")
-    section = {"shrinkage": s, "switches": dict(spec), "expansion": str(expansion_ckpt),
-               "seed": cfg["seed"]}
+    section = {"shrinkage": s, "switches": dict(spec), "expansion": file_digest(expansion_ckpt),
+               "seed": cfg["seed"], "amp": cfg["amp"]}
     return _esol_stage(cfg, net, params, s, info, loss_fn,
                        net.conv_s if spec["shrinkage_offsets"] else None, "shrinkage",
                        out_model, out_history, section)

@@ -101,3 +101,15 @@ def test_batch_larger_than_dataset(tmp_path):
     with pytest.raises(ConfigError, match="batch_size 64 exceeds the 20 training images"):
         fit(params_owner=model, optimizer=opt, dataset=Toy(), step_fn=step, batch_size=64,
             epochs=1, seed=0, resume_path=tmp_path / "r.pt", checkpoint_every=1, config={})
+
+
+def test_file_digest_follows_content_not_name(tmp_path):
+    from esol.engine import file_digest
+
+    a, b = tmp_path / "a.pt", tmp_path / "b.pt"
+    a.write_bytes(b"weights v1")
+    b.write_bytes(b"weights v1")
+    first = file_digest(a)
+    assert first == file_digest(b)
+    a.write_bytes(b"weights v2")  # retrained in place: a stale resume must not match
+    assert file_digest(a) != first
