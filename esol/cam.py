@@ -31,7 +31,7 @@ from tqdm import tqdm
 from esol.data import transforms as T
 from esol.data.voc import DatasetInfo, read_image
 from esol.models.esol_net import ESOLNet
-from esol.utils import DatasetError, tqdm_kwargs
+from esol.utils import DatasetError, autocast, tqdm_kwargs
 
 log = logging.getLogger(__name__)
 
@@ -51,11 +51,14 @@ def strided_up_size(size: tuple[int, int], stride: int) -> tuple[int, int]:
 
 @torch.no_grad()
 def multiscale_cam(net: ESOLNet, image: np.ndarray, scales: Sequence[float], flip: bool,
-                   device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+                   device: torch.device | str = "cpu",
+                   amp: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Unnormalised CAMs of all K classes summed over scales (and flips).
 
-    Returns ``(strided, high_res)``: (K, ceil(H/4), ceil(W/4)) and (K, H, W), float32.
+    Returns ``(strided, high_res)``: (K, ceil(H/4), ceil(W/4)) and (K, H, W), float32
+    (the network may run under autocast to ``amp``; sums and resizing are float32).
     """
+    device = torch.device(device)
     size = image.shape[:2]
     s4, up16 = strided_size(size, 4), strided_up_size(size, 16)
     strided = high = None
@@ -63,7 +66,8 @@ def multiscale_cam(net: ESOLNet, image: np.ndarray, scales: Sequence[float], fli
         x = torch.from_numpy(T.to_chw(T.normalize(T.rescale(image, scale))))[None].to(device)
         if flip:
             x = torch.cat([x, x.flip(-1)])
-        cam = net.cam(x)
+        with autocast(amp, device):
+            cam = net.cam(x).float()
         cam = cam[0] + cam[1].flip(-1) if flip else cam[0]
         cam = cam[None].float()
         a = F.interpolate(cam, s4, mode="bilinear", align_corners=False)[0]
@@ -172,7 +176,7 @@ def done_ids(partial: Path) -> set[str]:
 
 def make_cams(net: ESOLNet, info: DatasetInfo, split: str, out_path: str | os.PathLike,
               scales: Sequence[float], flip: bool, device: torch.device,
-              attrs: Mapping[str, Any] | None = None) -> int:
+              attrs: Mapping[str, Any] | None = None, amp: torch.dtype | None = None) -> int:
     """Compute and store CAMs for every image of ``split`` (keys from its image labels)."""
     if split not in info.labels:
         raise DatasetError(f"split {split!r} has no masks, so no image labels to choose CAM classes")
@@ -190,7 +194,7 @@ def make_cams(net: ESOLNet, info: DatasetInfo, split: str, out_path: str | os.Pa
                 continue
             image = read_image(info.layout.image(image_id))
             keys = np.asarray(labels[image_id], dtype=np.int64)
-            strided, high = multiscale_cam(net, image, scales, flip, device)
+            strided, high = multiscale_cam(net, image, scales, flip, device, amp)
             yield image_id, CamRecord(keys=keys,
                                       cam=normalize_cam(strided, keys).cpu().numpy(),
                                       high_res=normalize_cam(high, keys).cpu().numpy())

@@ -46,6 +46,31 @@ def select_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
+def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for config key ``amp``, or None for full float32.
+
+    ``auto``: mixed precision on CUDA only (bfloat16 where supported, else float16);
+    ``bf16``: bfloat16 autocast on any device, the CPU included (fast on CPUs with
+    AVX512-BF16 or AMX, slow elsewhere); ``fp32``: float32 everywhere.
+    """
+    if amp == "fp32":
+        return None
+    if amp == "bf16":
+        return torch.bfloat16
+    if amp == "auto":
+        if device.type != "cuda":
+            return None
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    raise ConfigError(f"config key 'amp' must be auto, bf16 or fp32, got {amp!r}")
+
+
+def autocast(dtype: torch.dtype | None, device: torch.device) -> contextlib.AbstractContextManager:
+    """``torch.autocast`` for ``dtype``, or a no-op context when ``dtype`` is None."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch; CPU runs are then repeatable bit for bit."""
     random.seed(seed)

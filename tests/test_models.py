@@ -167,3 +167,30 @@ def test_lr_groups_split_backbone_and_new_layers():
                                     for p in m.parameters()}
     assert len(backbone) == sum(1 for p in net.backbone.parameters() if p.requires_grad)
     assert math.isclose(len(backbone) + len(new), sum(1 for p in net.parameters() if p.requires_grad))
+
+
+def test_amp_setting_maps_to_autocast_dtypes():
+    from esol.utils import amp_dtype
+
+    cpu = torch.device("cpu")
+    assert amp_dtype("auto", cpu) is None  # mixed precision on CUDA only by default
+    assert amp_dtype("fp32", cpu) is None
+    assert amp_dtype("bf16", cpu) is torch.bfloat16
+    with pytest.raises(ConfigError, match="config key 'amp'"):
+        amp_dtype("half", cpu)
+
+
+def test_sampler_stays_float32_under_bf16_autocast():
+    # deform_conv2d has no bfloat16 CPU kernel, and offsets are learned in full precision.
+    net = tiny_net().eval()
+    net.to_expansion(deformable=True, clip_beta=0.15)
+    net.to_shrinkage(deformable=True)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        maps = net.class_maps(x)
+    assert net.conv_e.last_offset.dtype == torch.float32
+    assert net.conv_s.last_offset.dtype == torch.float32
+    with torch.no_grad():
+        ref = net.class_maps(x)
+    # bfloat16 keeps about 3 significant digits: the maps agree to a few percent.
+    assert torch.allclose(maps.float(), ref, rtol=0.05, atol=0.05 * ref.abs().max().item())

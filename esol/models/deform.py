@@ -37,10 +37,14 @@ class DeformableSampler(nn.Module):
         self.last_offset: torch.Tensor | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        offset = self.offset(x)
-        self.last_offset = offset.detach()
-        return deform_conv2d(x, offset, self.weight, self.bias, stride=self.stride,
-                             padding=self.padding, dilation=self.dilation)
+        # Offsets are learned in full precision, and deform_conv2d has no reduced-precision
+        # CPU kernel: run this layer in the parameters' dtype even under autocast.
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            x = x.to(self.weight.dtype)
+            offset = self.offset(x)
+            self.last_offset = offset.detach()
+            return deform_conv2d(x, offset, self.weight, self.bias, stride=self.stride,
+                                 padding=self.padding, dilation=self.dilation)
 
 
 def offset_magnitude(offset: torch.Tensor) -> torch.Tensor:
