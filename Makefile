@@ -45,3 +45,11 @@ bench-fullscale: $(STAMP)
 		--out benchmarks/out/gpu_estimate_voc12.json
 	$(BIN)/python benchmarks/gpu_estimate.py --config configs/coco14.yaml --size 480 640 --classes 80 \
 		--out benchmarks/out/gpu_estimate_coco14.json
+
+# Stage timings on a GPU (README, "How long each stage takes"); needs CUDA.
+.PHONY: bench-gpu
+bench-gpu: $(STAMP)
+	$(BIN)/python benchmarks/gpu_measure.py --config configs/voc12.yaml --size 375 500 --classes 20 \
+		--out benchmarks/out/gpu_measure_voc12.json
+	$(BIN)/python benchmarks/gpu_measure.py --config configs/coco14.yaml --size 480 640 --classes 80 \
+		--out benchmarks/out/gpu_measure_coco14.json
