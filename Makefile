@@ -35,3 +35,21 @@ report: $(STAMP)
 
 clean:
 	rm -rf results .snakemake report.html
+
+# Full-scale data steps measured on this machine, and GPU hours estimated from counted
+# FLOPs for the paper's configs (README, "Full-scale datasets"). A few minutes on a CPU.
+.PHONY: bench-fullscale
+bench-fullscale: $(STAMP)
+	$(BIN)/python benchmarks/conversion.py --images 1000 --out benchmarks/out/conversion.json
+	$(BIN)/python benchmarks/gpu_estimate.py --config configs/voc12.yaml --size 375 500 --classes 20 \
+		--out benchmarks/out/gpu_estimate_voc12.json
+	$(BIN)/python benchmarks/gpu_estimate.py --config configs/coco14.yaml --size 480 640 --classes 80 \
+		--out benchmarks/out/gpu_estimate_coco14.json
+
+# Stage timings on a GPU (README, "How long each stage takes"); needs CUDA.
+.PHONY: bench-gpu
+bench-gpu: $(STAMP)
+	$(BIN)/python benchmarks/gpu_measure.py --config configs/voc12.yaml --size 375 500 --classes 20 \
+		--out benchmarks/out/gpu_measure_voc12.json
+	$(BIN)/python benchmarks/gpu_measure.py --config configs/coco14.yaml --size 480 640 --classes 80 \
+		--out benchmarks/out/gpu_measure_coco14.json

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -94,9 +94,14 @@ def write_label(path: str | os.PathLike, label: np.ndarray) -> None:
         label_image(label).save(tmp, format="PNG")
 
 
-def read_split(root: str | os.PathLike, split: str) -> list[str]:
-    """The image ids listed in ``ImageSets/Segmentation/<split>.txt``."""
-    path = Path(root) / SPLIT_DIR / f"{split}.txt"
+def read_split(root: str | os.PathLike, split: str, aug_root: str | os.PathLike | None = None
+               ) -> list[str]:
+    """The image ids listed in ``ImageSets/Segmentation/<split>.txt``.
+
+    A list under ``aug_root`` (lists built by a conversion step, e.g. SBD's train_aug)
+    takes precedence over the one under ``root``.
+    """
+    path = VOCLayout(Path(root), Path(aug_root) if aug_root else None).split_list(split)
     if not path.is_file():
         raise DatasetError(f"split list not found: {path}")
     ids = [line.split()[0] for line in path.read_text().splitlines() if line.strip()]
@@ -113,9 +118,15 @@ def write_split(root: str | os.PathLike, split: str, ids: Sequence[str]) -> None
 
 @dataclass(frozen=True)
 class VOCLayout:
-    """Paths of one dataset in the VOC layout."""
+    """Paths of one dataset in the VOC layout.
+
+    ``aug_root``, when set, is a second VOC-layout folder written by a conversion step
+    (under ``results/``, never inside the user's dataset): its ``SegmentationClassAug/``
+    masks and ``ImageSets/Segmentation/`` lists are looked up before ``root``'s.
+    """
 
     root: Path
+    aug_root: Path | None = None
 
     def image(self, image_id: str) -> Path:
         return self.root / IMAGE_DIR / f"{image_id}.jpg"
@@ -125,7 +136,18 @@ class VOCLayout:
         return self.root / MASK_DIR / f"{image_id}.png"
 
     def aug_mask(self, image_id: str) -> Path:
+        if self.aug_root is not None:
+            converted = self.aug_root / AUG_MASK_DIR / f"{image_id}.png"
+            if converted.is_file():
+                return converted
         return self.root / AUG_MASK_DIR / f"{image_id}.png"
+
+    def split_list(self, split: str) -> Path:
+        if self.aug_root is not None:
+            converted = self.aug_root / SPLIT_DIR / f"{split}.txt"
+            if converted.is_file():
+                return converted
+        return self.root / SPLIT_DIR / f"{split}.txt"
 
     def label_source(self, image_id: str) -> Path | None:
         """The mask image-level labels come from: Aug first (as IRN's cls_labels), else GT."""
@@ -154,6 +176,7 @@ class DatasetInfo:
     classes: list[str]
     splits: dict[str, list[str]]
     labels: dict[str, dict[str, list[int]]] = field(default_factory=dict)
+    aug_root: Path | None = None
 
     @property
     def num_classes(self) -> int:
@@ -161,7 +184,7 @@ class DatasetInfo:
 
     @property
     def layout(self) -> VOCLayout:
-        return VOCLayout(self.root)
+        return VOCLayout(self.root, self.aug_root)
 
     def ids(self, split: str) -> list[str]:
         if split not in self.splits:
@@ -184,7 +207,8 @@ class DatasetInfo:
 
     def to_json(self, path: str | os.PathLike) -> None:
         data = {"root": str(self.root), "classes": self.classes, "splits": self.splits,
-                "labels": self.labels}
+                "labels": self.labels,
+                "aug_root": str(self.aug_root) if self.aug_root is not None else None}
         with atomic_path(path, suffix=".json") as tmp:
             tmp.write_text(json.dumps(data, indent=1))
 
@@ -194,14 +218,16 @@ class DatasetInfo:
             data = json.loads(Path(path).read_text())
         except (OSError, ValueError) as err:
             raise DatasetError(f"cannot read prepared dataset {path}: {err}") from None
+        aug_root = data.get("aug_root")
         return cls(root=Path(data["root"]), classes=list(data["classes"]),
-                   splits=data["splits"], labels=data.get("labels", {}))
+                   splits=data["splits"], labels=data.get("labels", {}),
+                   aug_root=Path(aug_root) if aug_root else None)
 
 
-def _check_one(args: tuple[str, str, str, int, bool]) -> tuple[str, list[int] | None]:
+def _check_one(args: tuple[str, str | None, str, str, int, bool]) -> tuple[str, list[int] | None]:
     """Validate one image id; returns its label list (None for unlabelled splits)."""
-    root, split, image_id, num_classes, needs_mask = args
-    layout = VOCLayout(Path(root))
+    root, aug_root, split, image_id, num_classes, needs_mask = args
+    layout = VOCLayout(Path(root), Path(aug_root) if aug_root else None)
     img_path = layout.image(image_id)
     if not img_path.is_file():
         raise DatasetError(f"{split}: id {image_id!r} is listed but its image {img_path} is missing")
@@ -234,29 +260,36 @@ def _check_one(args: tuple[str, str, str, int, bool]) -> tuple[str, list[int] | 
 
 
 def prepare_dataset(root: str | os.PathLike, classes: Sequence[str], splits: Sequence[str],
-                    unlabelled_splits: Sequence[str] = (), workers: int = 1) -> DatasetInfo:
+                    unlabelled_splits: Sequence[str] = (), workers: int = 1,
+                    aug_root: str | os.PathLike | None = None,
+                    split_ids: Mapping[str, Sequence[str]] | None = None) -> DatasetInfo:
     """Validate a VOC-layout dataset and derive its image-level labels, once.
 
     Every listed id must have a readable image; ids of ``splits`` must also have a mask
     of the same size whose values lie in ``0..len(classes)`` or are 255. Images whose
     mask holds no object class are kept (they count as background in evaluation) and
-    counted in the log; training skips them.
+    counted in the log; training skips them. ``aug_root`` is a converted VOC-layout
+    folder looked up first (see :class:`VOCLayout`); ``split_ids`` gives the ids of
+    some splits directly instead of reading their lists.
     """
     root = Path(root).resolve()
     if not root.is_dir():
         raise DatasetError(f"dataset root not found: {root} (config key dataset.root)")
-    info = DatasetInfo(root=root, classes=list(classes), splits={}, labels={})
-    jobs: list[tuple[str, str, str, int, bool]] = []
+    aug = Path(aug_root).resolve() if aug_root else None
+    info = DatasetInfo(root=root, classes=list(classes), splits={}, labels={}, aug_root=aug)
+    jobs: list[tuple[str, str | None, str, str, int, bool]] = []
     for split in [*splits, *unlabelled_splits]:
-        ids = read_split(root, split)
+        given = (split_ids or {}).get(split)
+        ids = list(given) if given is not None else read_split(root, split, aug)
         if len(set(ids)) != len(ids):
-            dup = next(i for i in ids if ids.count(i) > 1)
-            raise DatasetError(f"split list {root / SPLIT_DIR / (split + '.txt')} lists {dup!r} twice")
+            seen: set[str] = set()
+            dup = next(i for i in ids if i in seen or seen.add(i))
+            raise DatasetError(f"split list {info.layout.split_list(split)} lists {dup!r} twice")
         info.splits[split] = ids
         needs = split in splits
-        jobs += [(str(root), split, i, len(classes), needs) for i in ids]
+        jobs += [(str(root), str(aug) if aug else None, split, i, len(classes), needs) for i in ids]
     results = _map(_check_one, jobs, workers)
-    for (_, split, image_id, _, needs), (_, labels) in zip(jobs, results, strict=True):
+    for (_, _, split, image_id, _, needs), (_, labels) in zip(jobs, results, strict=True):
         if needs:
             info.labels.setdefault(split, {})[image_id] = labels
     for split in splits:

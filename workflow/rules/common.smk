@@ -32,8 +32,14 @@ def synthetic_root():
 
 
 def dataset_inputs(wildcards):
-    """The generated dataset folder, when the dataset is the embedded synthetic one."""
-    return [synthetic_root()] if DATASET["source"] == "synthetic" else []
+    """What prepare_data reads from other rules: the generated dataset, or a conversion."""
+    if DATASET["source"] == "synthetic":
+        return [synthetic_root()]
+    if DATASET["source"] == "coco":
+        return [converted("coco.json")]
+    if DATASET.get("sbd_root"):
+        return [converted("sbd.json")]
+    return []
 
 
 def prepared(path=""):
@@ -95,3 +101,16 @@ def seed_outputs(method, split=DATASET["seed_split"]):
 
 def all_outputs():
     return [seed_outputs(m)["json"] for m in METHODS] + [f"{RESULTS}/seeds/table6.md"]
+
+
+def converted(path=""):
+    """Conversion outputs (SBD masks, COCO masks): dataset.converted_root or results/."""
+    root = DATASET.get("converted_root") or f"{RESULTS}/converted"
+    return os.path.join(os.path.expanduser(root), path)
+
+
+def coco_annotations():
+    """The COCO instances files: inputs of convert_coco, so a new file reruns it."""
+    coco = DATASET.get("coco") or {"root": "", "splits": {}}
+    root = os.path.expanduser(coco["root"])
+    return [os.path.join(root, s["annotations"]) for s in coco["splits"].values()]

@@ -34,3 +34,51 @@ rule prepare_data:
         "../../envs/esol.yaml"
     script:
         "../scripts/prepare_data.py"
+
+
+# Full-scale datasets as published, converted into the VOC layout under converted()
+# (never into the user's folders). Masks are written one by one, atomically; the
+# manifest is written last and is the rule's output, so a rerun resumes the masks.
+
+
+rule convert_sbd:
+    output:
+        manifest=converted("sbd.json"),
+    params:
+        root=DATASET.get("root"),
+        sbd_root=DATASET.get("sbd_root"),
+    log:
+        log_path("convert_sbd"),
+    benchmark:
+        benchmark_path("convert_sbd")
+    threads: 8
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    conda:
+        "../../envs/esol.yaml"
+    script:
+        "../scripts/convert_sbd.py"
+
+
+rule convert_coco:
+    input:
+        annotations=coco_annotations(),
+    output:
+        manifest=converted("coco.json"),
+    params:
+        coco=DATASET.get("coco"),
+    log:
+        log_path("convert_coco"),
+    benchmark:
+        benchmark_path("convert_coco")
+    threads: 8
+    resources:
+        # The parsed instances_train2014.json (~330 MB on disk, ~3.6 bytes in memory
+        # per file byte: benchmarks/conversion.py) plus small workers.
+        mem_mb=6000,
+        runtime=240,
+    conda:
+        "../../envs/esol.yaml"
+    script:
+        "../scripts/convert_coco.py"
