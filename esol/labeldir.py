@@ -8,6 +8,7 @@ over processes (dense CRF is single-threaded C++).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import multiprocessing
 import os
@@ -50,6 +51,16 @@ class LabelDir:
         if self.path.exists():
             shutil.rmtree(self.path)
         os.replace(self.partial, self.path)
+
+
+def dir_digest(path: str | os.PathLike) -> str:
+    """SHA-1 over the names and bytes of a folder's PNGs: a label folder's content, for
+    resume fingerprints (as :func:`esol.engine.file_digest` for one file)."""
+    h = hashlib.sha1()
+    for png in sorted(Path(path).glob("*.png")):
+        h.update(png.name.encode())
+        h.update(png.read_bytes())
+    return h.hexdigest()
 
 
 def parallel_map(fn: Callable[[str], T], items: Sequence[str], workers: int, desc: str,

@@ -177,3 +177,48 @@ def test_table1_rows_markdown_and_csv(tmp_path):
     csv = table1_csv(rows).splitlines()
     assert csv[0].startswith("method,seed_miou,crf_miou,mask_miou")
     assert csv[2].startswith("esol,0.53,0.61,0.69")
+
+
+def test_dir_digest_follows_names_and_content(tmp_path):
+    from esol.labeldir import dir_digest
+
+    write_label(tmp_path / "a.png", np.zeros((2, 2), np.uint8))
+    first = dir_digest(tmp_path)
+    (tmp_path / "notes.txt").write_text("not a label")
+    assert dir_digest(tmp_path) == first  # only the PNGs count
+    write_label(tmp_path / "a.png", np.ones((2, 2), np.uint8))
+    assert dir_digest(tmp_path) != first
+
+
+def test_train_irn_then_pseudo_masks_under_bf16(refine_case, tmp_path, config):
+    """The two IRN rules on the tiny fixture, autocast to bfloat16 (as the demo runs):
+    finite losses, a checkpoint, a pseudo mask per training image with valid values."""
+    import torch
+
+    from esol.irn.stage import make_pseudo_masks, train_irn
+    from esol.models.esol_net import Arch, ESOLNet
+
+    cfg0, info, dataset_json, cams = refine_case
+    torch.manual_seed(0)
+    classifier = tmp_path / "classifier.pt"
+    arch = Arch(num_classes=3, depth=18, frozen_bn=False, frozen_stages=0)
+    torch.save(ESOLNet(arch).checkpoint(), classifier)
+    cfg = dict(config, amp="bf16", device="cpu", dataset=dict(config["dataset"], **cfg0["dataset"]),
+               refine=dict(config["refine"], **cfg0["refine"]))
+    cfg["irn"] = dict(config["irn"], labels=cfg0["irn"]["labels"],
+                      train=dict(config["irn"]["train"], crop=16, batch_size=3, epochs=2, radius=3),
+                      random_walk=dict(config["irn"]["random_walk"], exp_times=3))
+    labels = tmp_path / "ir"
+    make_ir_labels(cfg, dataset_json, cams, labels)
+    model = tmp_path / "irn.pt"
+    history = train_irn(cfg, dataset_json, labels, classifier, model, tmp_path / "irn.csv")
+    assert len(history) == 2 and all(np.isfinite(r["loss"]) for r in history)
+    assert {"pos_aff", "neg_aff", "dp_fg", "dp_bg"} <= set(history[0])
+    assert model.is_file() and not (tmp_path / "irn.pt.partial").exists()
+    masks = tmp_path / "masks"
+    assert make_pseudo_masks(cfg, dataset_json, model, cams, masks) == 3
+    for image_id in ("a", "b", "c"):
+        mask = read_label(masks / f"{image_id}.png")
+        assert mask.shape == (12, 16)
+        assert set(np.unique(mask)) <= {0, *info.labels["train_aug"][image_id]}
+    assert read_label(masks / "c.png").max() == 0  # no class, no mask

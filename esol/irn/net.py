@@ -122,6 +122,7 @@ class IRNet(nn.Module):
         """``B`` of one normalised image (1, 3, H, W) with its mirror, as IRN's
         ``EdgeDisplacement``: ``sigmoid`` of the mean of both logit maps, (h, w)."""
         logits, _ = self(torch.cat([image, image.flip(-1)]))
+        logits = logits.float()  # float32 even when the network ran under autocast
         return torch.sigmoid(logits[0, 0] / 2 + logits[1, 0].flip(-1) / 2)
 
     def checkpoint(self, **extra: Any) -> dict[str, Any]:

@@ -28,15 +28,16 @@ from tqdm import tqdm
 from esol.cam import CamStore
 from esol.data import transforms as T
 from esol.data.voc import IGNORE, DatasetInfo, read_image, read_label, write_label
-from esol.engine import fit, history_csv, load_checkpoint, save_checkpoint
+from esol.engine import file_digest, fit, history_csv, load_checkpoint, save_checkpoint
 from esol.irn.losses import irn_loss
 from esol.irn.net import IRNArch, IRNet
 from esol.irn.paths import pair_index, path_affinity, relation_labels
 from esol.irn.random_walk import random_walk, walk_to_label
-from esol.labeldir import LabelDir
+from esol.labeldir import LabelDir, dir_digest
 from esol.models.backbone import ResNetBackbone
 from esol.models.esol_net import ESOLNet
-from esol.utils import ConfigError, DatasetError, seed_everything, select_device, tqdm_kwargs
+from esol.utils import (ConfigError, DatasetError, amp_dtype, autocast, seed_everything,
+                        select_device, tqdm_kwargs)
 
 log = logging.getLogger(__name__)
 
@@ -131,16 +132,19 @@ def train_irn(cfg: Config, dataset_json: str | os.PathLike, label_dir: str | os.
 
     def step(batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
         logits, disp = net(batch["img"])
-        aff = path_affinity(torch.sigmoid(logits), index)
-        return irn_loss(aff, disp, index, relation_labels(batch["label"], index))
+        # The losses in float32 even under autocast: log(1 + 1e-5 - a) is log(0) in bf16.
+        aff = path_affinity(torch.sigmoid(logits.float()), index)
+        return irn_loss(aff, disp.float(), index, relation_labels(batch["label"], index))
 
-    section = {"irn": t, "model": cfg["model"], "seed": cfg["seed"], "labels": str(label_dir),
-               "classifier": str(classifier_ckpt)}
+    # What a resume checkpoint must match: config and input content, not just names.
+    section = {"irn": t, "model": cfg["model"], "seed": cfg["seed"], "amp": cfg["amp"],
+               "dataset": file_digest(dataset_json), "labels": dir_digest(label_dir),
+               "classifier": None if classifier_ckpt is None else file_digest(classifier_ckpt)}
     partial = Path(str(out_model) + ".partial")
     history = fit(params_owner=net, optimizer=optimizer, dataset=dataset, step_fn=step,
                   batch_size=t["batch_size"], epochs=t["epochs"], seed=cfg["seed"],
                   resume_path=partial, checkpoint_every=t["checkpoint_every"], config=section,
-                  num_workers=t["num_workers"], desc="irn")
+                  num_workers=t["num_workers"], desc="irn", amp=amp_dtype(cfg["amp"], device))
     save_checkpoint(out_model, net.cpu().checkpoint(config=section, history=history))
     partial.unlink(missing_ok=True)
     if out_history is not None:
@@ -149,10 +153,16 @@ def train_irn(cfg: Config, dataset_json: str | os.PathLike, label_dir: str | os.
 
 
 def pseudo_label(net: IRNet, image: np.ndarray, cams: np.ndarray, keys: np.ndarray,
-                 walk: Mapping[str, Any], device: torch.device | str = "cpu") -> np.ndarray:
-    """Semantic pseudo label (H, W) of one image from its stride-4 CAMs (n, h, w)."""
+                 walk: Mapping[str, Any], device: torch.device | str = "cpu",
+                 amp: torch.dtype | None = None) -> np.ndarray:
+    """Semantic pseudo label (H, W) of one image from its stride-4 CAMs (n, h, w).
+
+    The network may run under autocast to ``amp``; the walk is float32.
+    """
+    device = torch.device(device)
     x = torch.from_numpy(T.to_chw(T.normalize(image)))[None].to(device)
-    boundary = net.boundary_map(x)
+    with autocast(amp, device):
+        boundary = net.boundary_map(x).float()
     if boundary.shape != cams.shape[1:]:
         raise DatasetError(f"stride-4 CAM of size {cams.shape[1:]} does not match the boundary map "
                            f"{tuple(boundary.shape)} of an image of {image.shape[:2]}")
@@ -166,6 +176,7 @@ def make_pseudo_masks(cfg: Config, dataset_json: str | os.PathLike, irn_ckpt: st
                       cam_path: str | os.PathLike, out_dir: str | os.PathLike) -> int:
     """Rule ``pseudo_masks``: a palette PNG per image of the training split (IRN 4.1)."""
     device = select_device(cfg["device"])
+    amp = amp_dtype(cfg["amp"], device)
     walk = cfg["irn"]["random_walk"]
     info = DatasetInfo.from_json(dataset_json)
     ids = info.ids(cfg["dataset"]["train_split"])
@@ -176,7 +187,7 @@ def make_pseudo_masks(cfg: Config, dataset_json: str | os.PathLike, irn_ckpt: st
         for image_id in tqdm(todo, desc="pseudo masks", unit="img", **tqdm_kwargs()):
             rec = store[image_id]
             image = read_image(info.layout.image(image_id))
-            label = pseudo_label(net, image, rec.cam, rec.keys, walk, device)
+            label = pseudo_label(net, image, rec.cam, rec.keys, walk, device, amp)
             write_label(target.partial / f"{image_id}.png", label)
     target.finish()
     return len(ids)
