@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
 from esol import metrics
 from esol.cam import CamStore
@@ -129,8 +130,6 @@ def make_ir_labels(cfg: Config, dataset_json: str | os.PathLike, cam_path: str |
 def evaluate_label_dir(label_dir: str | os.PathLike, info: DatasetInfo, split: str) -> dict[str, Any]:
     """mIoU, per-class IoU, precision/recall of the PNGs of ``split``'s images in a folder
     (a superset folder is fine), against the ground truth (255 ignored)."""
-    from tqdm import tqdm
-
     label_dir = Path(label_dir)
     n = info.num_classes + 1
     conf = np.zeros((n, n), np.int64)
