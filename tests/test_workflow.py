@@ -33,6 +33,8 @@ def tiny_config() -> dict:
                             "shrinkage_offsets": False, "area_loss": False}
     cfg["methods"]["esol_noarea"] = dict(cfg["methods"]["esol"], area_loss=False)
     cfg["figures"]["fig5_images"] = 3
+    cfg["refine"]["grid_images"] = 2
+    cfg["irn"]["train"].update(crop=64, batch_size=8, epochs=1)
     return cfg
 
 
@@ -61,16 +63,41 @@ def test_every_method_and_variant_has_evaluated_seeds(tiny_run):
         assert summary["images"] == 16 and 0 <= summary["miou"] <= 1
         assert (res / "seeds" / method / "train.csv").is_file()
         assert (res / "seeds" / method / "train.png").stat().st_size > 1000
-        assert (res / "logs" / "make_cam" / method / "train.log").is_file()
+        # Refined methods (config refine.methods) read their seeds from the train_aug CAMs.
+        cam_split = "train_aug" if method in ("cam", "esol") else "train"
+        assert (res / "logs" / "make_cam" / method / f"{cam_split}.log").is_file()
     for path in ("table6.md", "table6.csv", "recall_vs_threshold.png", "fig5_grid.png"):
         assert (res / "seeds" / path).is_file()
     table = (res / "seeds" / "table6.md").read_text()
     assert all(f"`{m}`" in table for m in ("cam", "fl", "esol_noarea"))
     # Variants share upstream outputs: one classifier, one Expansion per clipping setting.
     models = sorted(p.name for p in (res / "models").glob("*.pt"))
-    assert models == ["classifier.pt", "expansion_clip.pt", "expansion_noclip.pt",
-                      "shrinkage_esol.pt", "shrinkage_esol_noarea.pt"]
+    assert models == ["classifier.pt", "expansion_clip.pt", "expansion_noclip.pt", "irn_cam.pt",
+                      "irn_esol.pt", "shrinkage_esol.pt", "shrinkage_esol_noarea.pt"]
     assert not list(res.rglob("*.partial"))
+
+
+@pytest.mark.slow
+def test_refined_methods_have_seed_crf_and_mask_results(tiny_run):
+    _, res = tiny_run
+    for method in ("cam", "esol"):  # config refine.methods
+        seed = json.loads((res / "seeds" / method / "train.json").read_text())
+        crf = json.loads((res / "refine" / method / "crf" / "train.json").read_text())
+        mask = json.loads((res / "refine" / method / "masks" / "train.json").read_text())
+        assert crf["images"] == mask["images"] == 16 and crf["threshold"] == seed["threshold"]
+        assert 0 <= crf["miou"] <= 1 and 0 <= mask["miou"] <= 1 and mask["threshold"] == 0.25
+        assert len(list((res / "refine" / method / "masks" / "train_aug").glob("*.png"))) == 48
+        assert len(list((res / "refine" / method / "ir_labels" / "train_aug").glob("*.png"))) == 48
+        # Refined methods read their seeds from the train_aug CAM file: no train file made.
+        assert (res / "cams" / method / "train_aug.h5").is_file()
+        assert not (res / "cams" / method / "train.h5").exists()
+        for rule in ("crf_seed", "ir_labels", "train_irn", "pseudo_masks"):
+            tsv = (res / "benchmarks" / rule).rglob("*.tsv")
+            assert any(method in (p.stem, p.parent.name) for p in tsv), rule
+    table = (res / "refine" / "table1.md").read_text()
+    assert "`cam`" in table and "`esol`" in table and "esol_noarea" not in table
+    assert (res / "refine" / "table1.csv").read_text().startswith("method,seed_miou,crf_miou")
+    assert (res / "refine" / "table1_grid.png").stat().st_size > 1000
 
 
 @pytest.mark.slow

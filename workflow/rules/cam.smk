@@ -24,7 +24,7 @@ rule make_cam:
 rule eval_seed:
     input:
         dataset=prepared("dataset.json"),
-        cams=cam_path("{method}", "{split}"),
+        cams=seed_cams,
     output:
         **seed_outputs("{method}", "{split}"),
     params:

@@ -100,7 +100,9 @@ def seed_outputs(method, split=DATASET["seed_split"]):
 
 
 def all_outputs():
-    return [seed_outputs(m)["json"] for m in METHODS] + [f"{RESULTS}/seeds/table6.md"]
+    return [seed_outputs(m)["json"] for m in METHODS] + [f"{RESULTS}/seeds/table6.md"] + [
+        table1_outputs()["table_md"]
+    ]
 
 
 def converted(path=""):
@@ -114,3 +116,83 @@ def coco_annotations():
     coco = DATASET.get("coco") or {"root": "", "splits": {}}
     root = os.path.expanduser(coco["root"])
     return [os.path.join(root, s["annotations"]) for s in coco["splits"].values()]
+
+
+# -- Refinement: seed CRF and IRN (workflow/rules/refine.smk) ---------------------------
+
+
+def refine_methods():
+    """Seed methods refined by CRF and IRN (config refine.methods), in that order."""
+    unknown = [m for m in config["refine"]["methods"] if m not in config["methods"]]
+    if unknown:
+        raise ValueError(
+            f"config key refine.methods names {unknown}, not among methods: {METHODS}"
+        )
+    return list(config["refine"]["methods"])
+
+
+REFINE_METHODS = refine_methods()
+
+
+def seed_cam_path(method, split):
+    """The CAM file a method's seeds on a split are read from. Refined methods need CAMs
+    of the whole training split for IRN; their seed split (a subset) is read from that
+    file, so their CAMs are extracted once."""
+    if method in REFINE_METHODS and split == DATASET["seed_split"]:
+        return cam_path(method, DATASET["train_split"])
+    return cam_path(method, split)
+
+
+def seed_cams(wildcards):
+    return seed_cam_path(wildcards.method, wildcards.split)
+
+
+def seed_cam_list():
+    """CAM files of every method's seed split, in the order of methods."""
+    return [seed_cam_path(m, DATASET["seed_split"]) for m in METHODS]
+
+
+def refine_path(method, *parts):
+    return os.path.join(RESULTS, "refine", method, *parts)
+
+
+def crf_dir(method, split):
+    return refine_path(method, "crf", split)
+
+
+def crf_json(method, split):
+    return refine_path(method, "crf", f"{split}.json")
+
+
+def ir_label_dir(method):
+    return refine_path(method, "ir_labels", DATASET["train_split"])
+
+
+def pseudo_mask_dir(method):
+    """IRN pseudo masks of the training split (palette PNGs), what segmentation trains on."""
+    return refine_path(method, "masks", DATASET["train_split"])
+
+
+def mask_json(method, split):
+    return refine_path(method, "masks", f"{split}.json")
+
+
+def table1_inputs():
+    split = DATASET["seed_split"]
+    return {
+        "seeds": [seed_outputs(m)["json"] for m in REFINE_METHODS],
+        "crfs": [crf_json(m, split) for m in REFINE_METHODS],
+        "masks": [mask_json(m, split) for m in REFINE_METHODS],
+        "cams": [seed_cam_path(m, split) for m in REFINE_METHODS],
+        "crf_dirs": [crf_dir(m, split) for m in REFINE_METHODS],
+        "mask_dirs": [pseudo_mask_dir(m) for m in REFINE_METHODS],
+    }
+
+
+def table1_outputs():
+    stem = f"{RESULTS}/refine/table1"
+    return {
+        "table_md": f"{stem}.md",
+        "table_csv": f"{stem}.csv",
+        "grid_png": f"{stem}_grid.png",
+    }

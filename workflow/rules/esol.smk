@@ -54,7 +54,7 @@ rule compare_seeds:
         dataset=prepared("dataset.json"),
         metrics=expand(seed_outputs("{method}")["json"], method=METHODS),
         sweeps=expand(seed_outputs("{method}")["csv"], method=METHODS),
-        cams=expand(cam_path("{method}", DATASET["seed_split"]), method=METHODS),
+        cams=seed_cam_list(),
     output:
         table_md=f"{RESULTS}/seeds/table6.md",
         table_csv=f"{RESULTS}/seeds/table6.csv",

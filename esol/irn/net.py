@@ -1,0 +1,136 @@
+"""The inter-pixel relation network (IRN, Ahn et al. CVPR 2019, section 3.1; ``net/resnet50_irn.py``).
+
+A frozen ResNet feature extractor feeds two branches with the features of all five
+levels (stem and layer1 at stride 4, layer2 at 8, layer3 and layer4 at 16, from
+:meth:`esol.models.backbone.ResNetBackbone.forward_levels`):
+
+* **class boundary branch**: each level -> 1x1 conv to 32 channels, GroupNorm(4),
+  upsampling to stride 4, ReLU; the five are concatenated (160 channels) and a 1x1 conv
+  with bias gives the boundary logit map ``B`` at stride 4;
+* **displacement field branch**: stem -> 64, layer1 -> 128, layer2/3/4 -> 256 channels
+  (1x1 conv, GroupNorm, ReLU; layer3/4 upsampled to stride 8); the stride-8 maps are
+  fused (768 -> 256, upsampled to stride 4), fused again with the stride-4 maps
+  (448 -> 256) and projected to the 2-channel displacement field ``D``, from which a
+  running mean is subtracted at inference (IRN's ``MeanShift``).
+
+As in IRN the backbone runs in eval mode without gradients: only the branches learn.
+Channel widths are IRN's; the branch inputs follow the backbone's depth.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from esol.models.backbone import ResNetBackbone
+
+
+@dataclass(frozen=True)
+class IRNArch:
+    """What rebuilds an IRN exactly; stored in its checkpoint."""
+
+    depth: int = 50
+    frozen_bn: bool = True
+
+
+def level_channels(backbone: ResNetBackbone) -> list[int]:
+    """Channels of the stem and the four stages of a torchvision ResNet."""
+    e = backbone.out_channels // 512  # 1 for BasicBlock, 4 for Bottleneck
+    return [64, 64 * e, 128 * e, 256 * e, 512 * e]
+
+
+def _unit(cin: int, cout: int, groups: int, up: int = 1) -> nn.Sequential:
+    layers: list[nn.Module] = [nn.Conv2d(cin, cout, 1, bias=False), nn.GroupNorm(groups, cout)]
+    if up > 1:
+        layers.append(nn.Upsample(scale_factor=up, mode="bilinear", align_corners=False))
+    layers.append(nn.ReLU(inplace=True))
+    return nn.Sequential(*layers)
+
+
+class MeanShift(nn.Module):
+    """Tracks the running mean of the displacement field in training (momentum 0.1) and
+    subtracts it at inference, as IRN's ``MeanShift`` (a BatchNorm without scaling)."""
+
+    def __init__(self, channels: int = 2, momentum: float = 0.1) -> None:
+        super().__init__()
+        self.momentum = momentum
+        self.register_buffer("running_mean", torch.zeros(channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            with torch.no_grad():
+                mean = x.detach().mean(dim=(0, 2, 3))
+                self.running_mean.mul_(1 - self.momentum).add_(self.momentum * mean)
+            return x
+        return x - self.running_mean.view(1, -1, 1, 1)
+
+
+def _crop(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return x[..., : like.shape[-2], : like.shape[-1]]
+
+
+class IRNet(nn.Module):
+    """Backbone + class boundary branch + displacement field branch."""
+
+    def __init__(self, arch: IRNArch, backbone: ResNetBackbone | None = None) -> None:
+        super().__init__()
+        self.arch = arch
+        self.backbone = backbone if backbone is not None else ResNetBackbone(
+            arch.depth, pretrained="none", frozen_bn=arch.frozen_bn, frozen_stages=0)
+        self.backbone.requires_grad_(False)
+        c = level_channels(self.backbone)
+        self.edge = nn.ModuleList([_unit(c[0], 32, 4), _unit(c[1], 32, 4), _unit(c[2], 32, 4, up=2),
+                                   _unit(c[3], 32, 4, up=4), _unit(c[4], 32, 4, up=4)])
+        self.edge_out = nn.Conv2d(160, 1, 1, bias=True)
+        self.dp = nn.ModuleList([_unit(c[0], 64, 8), _unit(c[1], 128, 16), _unit(c[2], 256, 16),
+                                 _unit(c[3], 256, 16, up=2), _unit(c[4], 256, 16, up=2)])
+        self.dp_fuse8 = _unit(768, 256, 16, up=2)
+        self.dp_fuse4 = _unit(448, 256, 16)
+        self.dp_out = nn.Sequential(nn.Conv2d(256, 2, 1, bias=False), MeanShift(2))
+
+    def train(self, mode: bool = True) -> IRNet:
+        super().train(mode)
+        self.backbone.eval()  # statistics and weights of the feature extractor stay fixed
+        return self
+
+    def branch_parameters(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+        """(boundary branch, displacement branch) parameters: IRN's lr 1x and 10x groups."""
+        edge = [*self.edge.parameters(), *self.edge_out.parameters()]
+        dp = [*self.dp.parameters(), *self.dp_fuse8.parameters(), *self.dp_fuse4.parameters(),
+              *self.dp_out.parameters()]
+        return edge, dp
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Boundary logits (B, 1, h, w) and displacement field (B, 2, h, w) at stride 4."""
+        with torch.no_grad():
+            levels = self.backbone.forward_levels(x)
+        e = [unit(f) for unit, f in zip(self.edge, levels, strict=True)]
+        e = [e[0], e[1]] + [_crop(t, e[1]) for t in e[2:]]
+        boundary = self.edge_out(torch.cat(e, dim=1))
+        d = [unit(f) for unit, f in zip(self.dp, levels, strict=True)]
+        d8 = torch.cat([d[2], _crop(d[3], d[2]), _crop(d[4], d[2])], dim=1)
+        d4 = _crop(self.dp_fuse8(d8), d[1])
+        disp = self.dp_out(self.dp_fuse4(torch.cat([d[0], d[1], d4], dim=1)))
+        return boundary, disp
+
+    @torch.no_grad()
+    def boundary_map(self, image: torch.Tensor) -> torch.Tensor:
+        """``B`` of one normalised image (1, 3, H, W) with its mirror, as IRN's
+        ``EdgeDisplacement``: ``sigmoid`` of the mean of both logit maps, (h, w)."""
+        logits, _ = self(torch.cat([image, image.flip(-1)]))
+        logits = logits.float()  # float32 even when the network ran under autocast
+        return torch.sigmoid(logits[0, 0] / 2 + logits[1, 0].flip(-1) / 2)
+
+    def checkpoint(self, **extra: Any) -> dict[str, Any]:
+        return {"irn_arch": asdict(self.arch), "model": self.state_dict(), **extra}
+
+    @classmethod
+    def from_checkpoint(cls, ckpt: dict[str, Any]) -> IRNet:
+        net = cls(IRNArch(**ckpt["irn_arch"]))
+        net.load_state_dict(ckpt["model"])
+        return net
+

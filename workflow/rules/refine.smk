@@ -1,0 +1,166 @@
+# Refinement of the seeds (the paper's Table 1): dense CRF on the seeds, and IRN
+# (Ahn et al. CVPR 2019) from confident seed regions to random-walk pseudo masks.
+# Every method in config refine.methods gets Seed / CRF / Mask from one CAM file.
+
+
+rule crf_seed:
+    input:
+        dataset=prepared("dataset.json"),
+        cams=seed_cams,
+        seed=seed_outputs("{method}", "{split}")["json"],
+    output:
+        labels=directory(crf_dir("{method}", "{split}")),
+    params:
+        crf=config["refine"]["crf"],
+        seed_threshold=config["refine"]["seed_threshold"],
+    log:
+        log_path("crf_seed", "{method}", "{split}"),
+    benchmark:
+        benchmark_path("crf_seed", "{method}", "{split}")
+    threads: 8
+    resources:
+        mem_mb=4000,
+        runtime=120,
+    conda:
+        "../../envs/esol.yaml"
+    script:
+        "../scripts/crf_seed.py"
+
+
+rule eval_crf:
+    input:
+        dataset=prepared("dataset.json"),
+        labels=crf_dir("{method}", "{split}"),
+        seed=seed_outputs("{method}", "{split}")["json"],
+    output:
+        json=crf_json("{method}", "{split}"),
+    params:
+        seed_threshold=config["refine"]["seed_threshold"],
+    log:
+        log_path("eval_crf", "{method}", "{split}"),
+    benchmark:
+        benchmark_path("eval_crf", "{method}", "{split}")
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    conda:
+        "../../envs/esol.yaml"
+    script:
+        "../scripts/eval_crf.py"
+
+
+rule ir_labels:
+    input:
+        dataset=prepared("dataset.json"),
+        cams=cam_path("{method}", DATASET["train_split"]),
+    output:
+        labels=directory(ir_label_dir("{method}")),
+    params:
+        labels=config["irn"]["labels"],
+        crf=config["refine"]["crf"],
+    log:
+        log_path("ir_labels", "{method}"),
+    benchmark:
+        benchmark_path("ir_labels", "{method}")
+    threads: 8
+    resources:
+        mem_mb=4000,
+        runtime=600,
+    conda:
+        "../../envs/esol.yaml"
+    script:
+        "../scripts/ir_labels.py"
+
+
+rule train_irn:
+    input:
+        dataset=prepared("dataset.json"),
+        labels=ir_label_dir("{method}"),
+        classifier=model_path("classifier"),
+    output:
+        model=model_path("irn_{method}"),
+        history=f"{RESULTS}/models/irn_{{method}}_history.csv",
+    params:
+        train=config["irn"]["train"],
+        model=config["model"],
+    log:
+        log_path("train_irn", "{method}"),
+    benchmark:
+        benchmark_path("train_irn", "{method}")
+    threads: 8
+    resources:
+        mem_mb=8000,
+        runtime=600,
+    conda:
+        "../../envs/esol.yaml"
+    script:
+        "../scripts/train_irn.py"
+
+
+rule pseudo_masks:
+    input:
+        dataset=prepared("dataset.json"),
+        model=model_path("irn_{method}"),
+        cams=cam_path("{method}", DATASET["train_split"]),
+    output:
+        masks=directory(pseudo_mask_dir("{method}")),
+    params:
+        random_walk=config["irn"]["random_walk"],
+    log:
+        log_path("pseudo_masks", "{method}"),
+    benchmark:
+        benchmark_path("pseudo_masks", "{method}")
+    threads: 8
+    resources:
+        mem_mb=4000,
+        runtime=600,
+    conda:
+        "../../envs/esol.yaml"
+    script:
+        "../scripts/pseudo_masks.py"
+
+
+rule eval_mask:
+    input:
+        dataset=prepared("dataset.json"),
+        masks=pseudo_mask_dir("{method}"),
+    output:
+        json=mask_json("{method}", "{split}"),
+    params:
+        bg_threshold=config["irn"]["random_walk"]["bg_threshold"],
+    log:
+        log_path("eval_mask", "{method}", "{split}"),
+    benchmark:
+        benchmark_path("eval_mask", "{method}", "{split}")
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    conda:
+        "../../envs/esol.yaml"
+    script:
+        "../scripts/eval_mask.py"
+
+
+rule table1:
+    input:
+        dataset=prepared("dataset.json"),
+        **table1_inputs(),
+    output:
+        **table1_outputs(),
+    params:
+        methods=REFINE_METHODS,
+        grid_images=config["refine"]["grid_images"],
+    log:
+        log_path("table1"),
+    benchmark:
+        benchmark_path("table1")
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    conda:
+        "../../envs/esol.yaml"
+    script:
+        "../scripts/table1.py"
