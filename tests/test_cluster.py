@@ -22,13 +22,14 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from cluster import one_node_slurm
 from cluster.one_node_slurm import OneNodeSlurm
-from cluster.workflow_runs import (FAIL_TIMEOUT, PROFILES, cluster_config, differences,
+from cluster.workflow_runs import (FAIL_TIMEOUT, PROFILES, Run, cluster_config, differences,
                                    failing_config, generic_args, generic_submissions,
                                    local_args, planned_jobs, slurm_args, slurm_submissions,
-                                   snakemake, squeue_records)
+                                   squeue_records, start, wait_all)
 
 REASON = one_node_slurm.unavailable_reason()
 pytestmark = [pytest.mark.cluster, pytest.mark.slow,
@@ -41,27 +42,56 @@ CAM_TARGET = "results/cluster/seeds/cam/train.json"
 
 @pytest.fixture(scope="module")
 def cluster():
-    with OneNodeSlurm(fake_gpu=True) as c:
+    with OneNodeSlurm(fake_gpu=True, oversubscribe=4) as c:
         yield c
 
 
 @pytest.fixture(scope="module")
-def local_run(tmp_path_factory):
-    run = snakemake(tmp_path_factory.mktemp("local"), cluster_config(), *local_args())
+def runs(cluster, tmp_path_factory) -> dict[str, Run]:
+    """Every Snakemake run of this module, started at once and waited for.
+
+    The SLURM runs spend most of their time waiting (for the scheduler, between status
+    checks); running them beside the local run keeps the module's wall time near that
+    of the longest run. Results are unaffected: one thread per job in every run.
+    """
+    tmp = tmp_path_factory.mktemp("runs")
+    started = {
+        "local": start(tmp / "local", cluster_config(), *local_args()),
+        "slurm": start(tmp / "slurm", cluster_config(), *slurm_args(), *GPU_OVERRIDE,
+                       env=cluster.env()),
+        "slurm-generic": start(tmp / "generic", cluster_config(), CAM_TARGET, *generic_args(),
+                               *GPU_OVERRIDE, env=cluster.env()),
+    }
+    for profile, args in (("slurm", slurm_args()), ("slurm-generic", generic_args())):
+        empty_voc = tmp / f"voc-{profile}"
+        empty_voc.mkdir()
+        # Killed after FAIL_TIMEOUT seconds (returncode None): a hang fails the test.
+        started[f"failing-{profile}"] = start(tmp / f"failing-{profile}",
+                                              failing_config(empty_voc), *args,
+                                              env=cluster.env(), timeout=FAIL_TIMEOUT)
+    return wait_all(started)
+
+
+@pytest.fixture(scope="module")
+def local_run(runs):
+    run = runs["local"]
     assert run.returncode == 0, run.output[-4000:]
     return run
 
 
 @pytest.fixture(scope="module")
-def slurm_run(cluster, tmp_path_factory):
-    return snakemake(tmp_path_factory.mktemp("slurm"), cluster_config(), *slurm_args(),
-                     *GPU_OVERRIDE, env=cluster.env())
+def slurm_run(runs):
+    return runs["slurm"]
 
 
 @pytest.fixture(scope="module")
-def generic_run(cluster, tmp_path_factory):
-    return snakemake(tmp_path_factory.mktemp("generic"), cluster_config(), CAM_TARGET,
-                     *generic_args(), *GPU_OVERRIDE, env=cluster.env())
+def generic_run(runs):
+    return runs["slurm-generic"]
+
+
+def failing_root(run: Run) -> str:
+    """The dataset root the failing run's config names (an empty folder)."""
+    return yaml.safe_load((run.work / "config.yaml").read_text())["dataset"]["root"]
 
 
 def _remote_jobs(planned: collections.Counter) -> collections.Counter:
@@ -117,13 +147,10 @@ def test_slurm_generic_profile_sends_every_job_through_slurm(cluster, generic_ru
 
 
 @pytest.mark.parametrize("profile", ["slurm", "slurm-generic"])
-def test_a_failing_rule_stops_snakemake_with_an_error(cluster, profile, tmp_path):
-    empty_voc = tmp_path / "voc"
-    empty_voc.mkdir()
-    args = slurm_args() if profile == "slurm" else generic_args()
-    # snakemake() raises TimeoutExpired after FAIL_TIMEOUT seconds: a hang fails the test.
-    run = snakemake(tmp_path / "work", failing_config(empty_voc), *args, env=cluster.env(),
-                    timeout=FAIL_TIMEOUT)
+def test_a_failing_rule_stops_snakemake_with_an_error(cluster, runs, profile, record_property):
+    run = runs[f"failing-{profile}"]
+    record_property("seconds", round(run.seconds, 1))
+    assert run.returncode is not None, f"still running after {FAIL_TIMEOUT} s:\n{run.output[-4000:]}"
     assert run.returncode != 0, run.output[-4000:]
     assert "Error in rule prepare_data" in run.output, run.output[-4000:]
     jobids = (list(slurm_submissions(run.output)) if profile == "slurm"
@@ -131,6 +158,7 @@ def test_a_failing_rule_stops_snakemake_with_an_error(cluster, profile, tmp_path
     assert len(jobids) == 1, run.output[-4000:]
     assert squeue_records(cluster)[jobids[0]]["state"] == "FAILED"
     log = (run.results / "broken" / "logs" / "prepare_data.log").read_text()
+    empty_voc = failing_root(run)
     assert "split list not found" in log and str(empty_voc) in log
 
 

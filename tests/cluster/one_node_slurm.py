@@ -123,13 +123,18 @@ class OneNodeSlurm:
     (Slurm 22.05 insists on a device file), so that jobs asking for a GPU
     (``--gpus=1``, ``--gres=gpu:1``) are scheduled and accounted on a machine without
     one; the job sees ``CUDA_VISIBLE_DEVICES=0`` and no device.
+
+    ``oversubscribe``: jobs that may share one core (the partition's
+    ``OverSubscribe=FORCE:N``); above 1, several Snakemake runs submitting at once do
+    not wait in the queue for the node's few cores. Memory and GPUs stay exclusive.
     """
 
     def __init__(self, root: Path | None = None, fake_gpu: bool = False,
-                 start_timeout: float = 60):
+                 oversubscribe: int = 1, start_timeout: float = 60):
         self._own_root = root is None
         self.root = Path(tempfile.mkdtemp(prefix="esol-slurm-")) if root is None else Path(root)
         self.fake_gpu = fake_gpu
+        self.oversubscribe = oversubscribe
         self.start_timeout = start_timeout
         self.node = socket.gethostname().split(".")[0]
         self.conf = self.root / "etc" / "slurm.conf"
@@ -191,7 +196,8 @@ class OneNodeSlurm:
             "KillWait=5",
             *(["GresTypes=gpu"] if self.fake_gpu else []),
             f"NodeName={self.node} NodeAddr=127.0.0.1 {node_hardware()}{gres} State=UNKNOWN",
-            f"PartitionName={PARTITION} Nodes={self.node} Default=YES MaxTime=INFINITE State=UP",
+            f"PartitionName={PARTITION} Nodes={self.node} Default=YES MaxTime=INFINITE State=UP"
+            + (f" OverSubscribe=FORCE:{self.oversubscribe}" if self.oversubscribe > 1 else ""),
         ]
         self.conf.write_text("\n".join(lines) + "\n")
         shim = self.root / "bin" / "srun"  # see the module docstring

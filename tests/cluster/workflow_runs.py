@@ -10,7 +10,9 @@ from __future__ import annotations
 import collections
 import copy
 import json
+import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -59,7 +61,7 @@ def failing_config(root: Path) -> dict:
 @dataclass
 class Run:
     work: Path
-    returncode: int
+    returncode: int | None  # None: killed after its timeout
     output: str  # stdout + stderr
     seconds: float
 
@@ -68,16 +70,68 @@ class Run:
         return self.work / "results"
 
 
-def snakemake(work: Path, cfg: dict, *args: str, env: dict | None = None,
-              timeout: float = RUN_TIMEOUT) -> Run:
-    """``snakemake`` on this repository's Snakefile in ``work`` with ``cfg``."""
+class Started:
+    """A Snakemake run in progress, in a session of its own; its output goes to a file
+    beside ``work`` (no pipe to fill while other runs are waited for)."""
+
+    def __init__(self, work: Path, cmd: list[str], env: dict | None, timeout: float):
+        self.work, self.timeout = work, timeout
+        self.end: float | None = None
+        self.killed = False
+        self.out = work.parent / f"{work.name}.snakemake.out"
+        with open(self.out, "wb") as f:
+            self.start = time.monotonic()
+            self.proc = subprocess.Popen(cmd, cwd=work, env=env, stdout=f,
+                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                         start_new_session=True)
+
+    def poll(self) -> bool:
+        """Whether it has ended (noting when); one still going ``timeout`` seconds after
+        its start is killed (its process group, by the PID we started) and counts as
+        ended with ``returncode`` None."""
+        if self.end is not None:
+            return True
+        if self.proc.poll() is not None:
+            self.end = time.monotonic()
+        elif time.monotonic() - self.start > self.timeout:
+            self.end = time.monotonic()
+            self.killed = True
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        return self.end is not None
+
+    def wait(self) -> Run:
+        while not self.poll():
+            time.sleep(0.5)
+        return Run(self.work, None if self.killed else self.proc.returncode,
+                   self.out.read_text(errors="replace"), self.end - self.start)
+
+
+def wait_all(runs: dict[str, Started]) -> dict[str, Run]:
+    """Wait for runs started together; each one's seconds end when it ended."""
+    while not all([r.poll() for r in runs.values()]):
+        time.sleep(0.5)
+    return {name: r.wait() for name, r in runs.items()}
+
+
+def start(work: Path, cfg: dict, *args: str, env: dict | None = None,
+          timeout: float = RUN_TIMEOUT) -> Started:
+    """Start ``snakemake`` on this repository's Snakefile in ``work`` with ``cfg``."""
     work.mkdir(parents=True, exist_ok=True)
     (work / "config.yaml").write_text(yaml.safe_dump(cfg))
     cmd = [SNAKEMAKE, "-s", str(REPO / "Snakefile"), "-d", str(work), "--configfile",
            str(work / "config.yaml"), "--max-threads", str(THREADS), *args]
-    start = time.monotonic()
-    out = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, timeout=timeout)
-    return Run(work, out.returncode, out.stdout + out.stderr, time.monotonic() - start)
+    return Started(work, cmd, env, timeout)
+
+
+def snakemake(work: Path, cfg: dict, *args: str, env: dict | None = None,
+              timeout: float = RUN_TIMEOUT) -> Run:
+    """``snakemake`` ... in ``work`` with ``cfg``, to its end (or ``timeout``)."""
+    return start(work, cfg, *args, env=env, timeout=timeout).wait()
 
 
 def local_args() -> list[str]:
@@ -125,16 +179,31 @@ def result_files(run: Run) -> dict[str, Path]:
             if p.is_file() and p.relative_to(root).parts[1] not in ("logs", "benchmarks")}
 
 
-def _same_content(a, b) -> bool:
+def _same_content(a, b, names_a: dict[str, str], names_b: dict[str, str]) -> bool:
+    """Equal nested content; a string that is the SHA-1 of one of the run's result files
+    (``esol.engine.file_digest`` of a stage's input) stands for that file's name."""
     import torch
 
-    if isinstance(a, dict):
-        return isinstance(b, dict) and a.keys() == b.keys() and all(_same_content(a[k], b[k]) for k in a)
-    if isinstance(a, (list, tuple)):
-        return type(a) is type(b) and len(a) == len(b) and all(map(_same_content, a, b))
-    if torch.is_tensor(a):
-        return torch.is_tensor(b) and a.dtype == b.dtype and torch.equal(a, b)
-    return a == b
+    def same(x, y) -> bool:
+        if isinstance(x, dict):
+            return isinstance(y, dict) and x.keys() == y.keys() and all(same(x[k], y[k]) for k in x)
+        if isinstance(x, (list, tuple)):
+            return type(x) is type(y) and len(x) == len(y) and all(map(same, x, y))
+        if torch.is_tensor(x):
+            return torch.is_tensor(y) and x.dtype == y.dtype and torch.equal(x, y)
+        if isinstance(x, str) and isinstance(y, str) and x in names_a:
+            return names_a[x] == names_b.get(y)
+        return x == y
+
+    return same(a, b)
+
+
+def _digests(files: dict[str, Path]) -> dict[str, str]:
+    """SHA-1 of each checkpoint and dataset index -> its name (the inputs stages record)."""
+    from esol.engine import file_digest
+
+    return {file_digest(p): name for name, p in files.items()
+            if name.endswith((".pt", "dataset.json"))}
 
 
 def differences(ref: Run, other: Run, files: list[str] | None = None) -> list[str]:
@@ -146,7 +215,9 @@ def differences(ref: Run, other: Run, files: list[str] | None = None) -> list[st
       the file it writes, and ``esol.engine.save_checkpoint`` writes to a random
       temporary name (``atomic_path``) before renaming; two local runs differ the same
       way. Compared by content: every tensor equal (dtype and values), every other
-      entry (architecture, config, history) equal.
+      entry (architecture, config, history) equal, except that the SHA-1 of an input
+      (the dataset index, the previous stage's checkpoint: ``esol.engine.file_digest``)
+      must name the same file in each run, as those files' bytes differ as described.
     * ``data/dataset.json`` records the dataset's absolute root, inside each run's
       working directory. Compared with ``root`` taken out, and ``root`` checked to be
       the run's own results/<name>/synthetic.
@@ -154,6 +225,7 @@ def differences(ref: Run, other: Run, files: list[str] | None = None) -> list[st
     import torch
 
     mine, theirs = result_files(ref), result_files(other)
+    digests_mine, digests_theirs = _digests(mine), _digests(theirs)
     names = files if files is not None else sorted(set(mine) | set(theirs))
     diffs = []
     for name in names:
@@ -162,7 +234,8 @@ def differences(ref: Run, other: Run, files: list[str] | None = None) -> list[st
             continue
         a, b = mine[name], theirs[name]
         if name.endswith(".pt"):
-            same = _same_content(torch.load(a, weights_only=False), torch.load(b, weights_only=False))
+            same = _same_content(torch.load(a, weights_only=False), torch.load(b, weights_only=False),
+                                 digests_mine, digests_theirs)
         elif name.endswith("data/dataset.json"):
             ja, jb = json.loads(a.read_text()), json.loads(b.read_text())
             roots = ja.pop("root"), jb.pop("root")
