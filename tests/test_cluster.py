@@ -1,13 +1,16 @@
 """Cluster submission through profiles/slurm and profiles/slurm-generic, on a real SLURM.
 
 A one-node SLURM (munged, slurmctld, slurmd; tests/cluster/one_node_slurm.py) is started
-for this module and stopped after it. The tiny config runs locally and through each
-profile; every job must have gone through SLURM (the job ids Snakemake logged are in
-SLURM's own records, COMPLETED, naming the rule) and the result files must equal the
-local run's. A rule that fails on the cluster must make Snakemake exit non-zero within
-FAIL_TIMEOUT seconds. The node declares one GPU backed by /dev/null, so a GPU request
-(--set-resources train_classifier:gpu=1) is really scheduled by SLURM; the job still
-computes on the CPU (device: cpu), so its results stay comparable.
+for this module and stopped after it. Five Snakemake runs start at once (the SLURM runs
+mostly wait, so this keeps the module's time near its longest run): the tiny config
+locally, through profiles/slurm and through profiles/slurm-generic, and a config whose
+first rule fails through each profile. Every job must have gone through SLURM (the job
+ids Snakemake logged are in SLURM's own records, COMPLETED, naming the rule) and the
+result files must equal the local run's. A rule that fails on the cluster must make
+Snakemake exit non-zero within FAIL_TIMEOUT seconds. The node declares one GPU backed
+by /dev/null, so a GPU request (--set-resources train_classifier:gpu=1) is really
+scheduled by SLURM; the job still computes on the CPU (device: cpu), so its results
+stay comparable.
 
 Skipped, with the reason, only where there is no root or no apt-get to install SLURM.
 """

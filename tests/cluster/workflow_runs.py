@@ -94,15 +94,22 @@ class Started:
         if self.proc.poll() is not None:
             self.end = time.monotonic()
         elif time.monotonic() - self.start > self.timeout:
-            self.end = time.monotonic()
-            self.killed = True
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+            self.kill()
         return self.end is not None
+
+    def kill(self) -> None:
+        """Stop it if it still runs: SIGTERM to its process group (Snakemake cancels its
+        SLURM jobs), SIGKILL 30 s later."""
+        if self.proc.poll() is not None:
+            return
+        self.end = time.monotonic()
+        self.killed = True
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
 
     def wait(self) -> Run:
         while not self.poll():
@@ -112,9 +119,14 @@ class Started:
 
 
 def wait_all(runs: dict[str, Started]) -> dict[str, Run]:
-    """Wait for runs started together; each one's seconds end when it ended."""
-    while not all([r.poll() for r in runs.values()]):
-        time.sleep(0.5)
+    """Wait for runs started together; each one's seconds end when it ended. If the
+    waiting is interrupted, the runs still going are stopped."""
+    try:
+        while not all([r.poll() for r in runs.values()]):
+            time.sleep(0.5)
+    finally:
+        for r in runs.values():
+            r.kill()
     return {name: r.wait() for name, r in runs.items()}
 
 
