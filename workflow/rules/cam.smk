@@ -11,10 +11,11 @@ rule make_cam:
         log_path("make_cam", "{method}", "{split}"),
     benchmark:
         benchmark_path("make_cam", "{method}", "{split}")
-    threads: 8
+    threads: TORCH_THREADS
     resources:
-        mem_mb=8000,
-        runtime=600,
+        mem_mb=cam_mem_mb(),
+        runtime=cam_runtime,
+        gpu=gpus(),
     conda:
         "../../envs/esol.yaml"
     script:
@@ -35,8 +36,8 @@ rule eval_seed:
         benchmark_path("eval_seed", "{method}", "{split}")
     threads: 1
     resources:
-        mem_mb=4000,
-        runtime=120,
+        mem_mb=eval_mem_mb(),
+        runtime=eval_runtime,
     conda:
         "../../envs/esol.yaml"
     script:

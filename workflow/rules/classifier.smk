@@ -12,10 +12,11 @@ rule train_classifier:
         log_path("train_classifier"),
     benchmark:
         benchmark_path("train_classifier")
-    threads: 8
+    threads: TORCH_THREADS
     resources:
-        mem_mb=8000,
-        runtime=600,
+        mem_mb=stage_mem_mb("classifier"),
+        runtime=stage_runtime("classifier"),
+        gpu=gpus(),
     conda:
         "../../envs/esol.yaml"
     script:

@@ -9,8 +9,8 @@ rule generate_synthetic:
         benchmark_path("generate_synthetic")
     threads: 1
     resources:
-        mem_mb=1000,
-        runtime=10,
+        mem_mb=data_mem_mb(),
+        runtime=data_runtime(),
     conda:
         "../../envs/esol.yaml"
     script:
@@ -26,10 +26,10 @@ rule prepare_data:
         log_path("prepare_data"),
     benchmark:
         benchmark_path("prepare_data")
-    threads: 4
+    threads: DATA_THREADS
     resources:
-        mem_mb=2000,
-        runtime=30,
+        mem_mb=data_mem_mb(),
+        runtime=data_runtime(),
     conda:
         "../../envs/esol.yaml"
     script:

@@ -15,10 +15,11 @@ rule train_expansion:
         log_path("train_expansion", "{clip}"),
     benchmark:
         benchmark_path("train_expansion", "{clip}")
-    threads: 8
+    threads: TORCH_THREADS
     resources:
-        mem_mb=8000,
-        runtime=600,
+        mem_mb=stage_mem_mb("expansion"),
+        runtime=stage_runtime("expansion"),
+        gpu=gpus(),
     conda:
         "../../envs/esol.yaml"
     script:
@@ -39,10 +40,11 @@ rule train_shrinkage:
         log_path("train_shrinkage", "{method}"),
     benchmark:
         benchmark_path("train_shrinkage", "{method}")
-    threads: 8
+    threads: TORCH_THREADS
     resources:
-        mem_mb=8000,
-        runtime=600,
+        mem_mb=stage_mem_mb("shrinkage"),
+        runtime=stage_runtime("shrinkage"),
+        gpu=gpus(),
     conda:
         "../../envs/esol.yaml"
     script:
@@ -69,8 +71,8 @@ rule compare_seeds:
         benchmark_path("compare_seeds")
     threads: 1
     resources:
-        mem_mb=4000,
-        runtime=30,
+        mem_mb=eval_mem_mb(),
+        runtime=report_runtime(),
     conda:
         "../../envs/esol.yaml"
     script:

@@ -1,0 +1,1 @@
+"""A real one-node SLURM for the cluster tests, and the runs they compare."""

@@ -1,0 +1,193 @@
+# Resources of every rule: threads, mem_mb (host RAM), runtime (minutes, a wall-time
+# limit) and gpu (GPUs per job). Defaults derive from the config (how many images a rule
+# reads and how large, crop and batch, backbone depth, whether the device can be CUDA),
+# so full-scale configs ask for more. Profiles and the command line override any of them
+# (--set-threads, --set-resources, profiles/*/config.yaml) without editing a rule.
+#
+# The convention every new rule follows (README, "Resources"), in its declaration
+#   threads: TORCH_THREADS (network rules), DATA_THREADS (image I/O) or 1
+#   resources:
+#       mem_mb=<helper below>, runtime=<helper below>, gpu=gpus()   # gpu only where the
+#                                                                    # script calls select_device
+# Helpers take plain values at parse time or `wildcards` when the size depends on one;
+# no lambdas in rules. New stages reuse training_mem_mb/training_runtime and
+# inference_mem_mb/inference_runtime with their own config section's numbers.
+#
+# Where the numbers come from: memory per pixel and per process from
+# benchmarks/rule_resources.py (peak RSS on the CPU, ResNet-18 and -50 measured; 34 and
+# 101 scaled by their activation and parameter counts). Time per pixel from a ResNet-50
+# training step on 2 CPU cores (13 s for 8 crops of 512x512, shared/design/references.md),
+# other depths scaled by FLOPs; a GPU is assumed GPU_SPEEDUP times faster (no GPU here
+# to measure it). Estimates are multiplied by safety factors: a job over its memory or
+# time is killed, one that asks for a little more only waits a little longer.
+
+import math
+
+TORCH_THREADS = 8  # intra-op threads of the network rules (torch.set_num_threads)
+DATA_THREADS = 4  # image decoding/validation workers
+MB = 2**20
+
+# Peak RSS after importing torch and building the network (MB), measured for 18 and 50.
+PROCESS_MB = {18: 800, 34: 900, 50: 1100, 101: 1300}
+# Training: parameters + gradients + momentum + allocator slack (MB), measured for 18, 50.
+TRAIN_STATE_MB = {18: 200, 34: 350, 50: 900, 101: 1500}
+# Training (forward + backward): RSS bytes per input pixel of a batch, measured 18, 50.
+TRAIN_BYTES_PER_PX = {18: 800, 34: 1400, 50: 3100, 101: 5000}
+# Inference without gradients (CAM extraction): bytes per input pixel, measured 18, 50.
+INFER_BYTES_PER_PX = {18: 270, 34: 450, 50: 450, 101: 700}
+# Peak RSS of the rules that build no network (numpy, h5py, matplotlib): 600-810 MB in
+# the Snakemake benchmarks of a tiny run.
+TOOL_PROCESS_MB = 800
+# Host memory a CUDA context adds to a process (MB; an assumption, not measured here).
+CUDA_HOST_MB = 2500
+DATALOADER_WORKER_MB = 500
+# Seconds per input pixel of a training step on 2 CPU cores: ResNet-50 measured,
+# the others by FLOPs at 224x224 (1.8, 3.7, 4.1, 7.8 GFLOPs). Inference: a third.
+TRAIN_SECONDS_PER_PX = {d: 13 / (8 * 512 * 512) * f / 4.1 for d, f in
+                        ((18, 1.8), (34, 3.7), (50, 4.1), (101, 7.8))}
+GPU_SPEEDUP = 20
+# Threshold sweep: seconds per pixel per threshold (SeedSweep.add, 21 classes, measured).
+SWEEP_SECONDS_PER_PX = 1.5e-9
+# Decoding an image and its mask (read_image + read_label, 500x375, measured: 2e-8).
+DECODE_SECONDS_PER_PX = 2e-8
+MEM_SAFETY = 1.5
+TIME_SAFETY = 3
+MIN_RUNTIME = 10  # minutes: start-up, imports, writing outputs, a slow shared node
+# A VOC-layout dataset's images are not read at parse time: assume the largest side of
+# PASCAL VOC (500) or MS COCO (640) images, and VOC's train_aug size for unknown splits.
+VOC_LAYOUT_SIDE = 640
+VOC_LAYOUT_IMAGES = 10582
+
+
+def gpus():
+    """GPUs a job that runs a network asks for: none when the config pins the CPU, else one."""
+    return 0 if config["device"] == "cpu" else 1
+
+
+def backbone_depth():
+    return config["model"]["backbone"]["depth"]
+
+
+def split_size(split):
+    """Images in a split: the generator's count, or the lines of the VOC split file."""
+    if DATASET["source"] == "synthetic":
+        return DATASET["synthetic"]["counts"].get(split, 0)
+    listing = os.path.join(DATASET.get("root") or "", "ImageSets", "Segmentation", f"{split}.txt")
+    try:
+        with open(listing) as f:
+            return sum(1 for line in f if line.strip())
+    except OSError:
+        return VOC_LAYOUT_IMAGES
+
+
+def image_side():
+    """The largest image side of the dataset (pixels)."""
+    if DATASET["source"] == "synthetic":
+        return max(DATASET["synthetic"]["image_size"])
+    return VOC_LAYOUT_SIDE
+
+
+def _round_mb(mb):
+    return int(math.ceil(mb / 250) * 250)
+
+
+def _minutes(seconds):
+    return int(MIN_RUNTIME + math.ceil(TIME_SAFETY * seconds / 60))
+
+
+def training_mem_mb(batch_size, crop, depth, workers=0):
+    """Host RAM of a training process: activations live there only on the CPU."""
+    if gpus():
+        need = PROCESS_MB[depth] + CUDA_HOST_MB
+    else:
+        need = (PROCESS_MB[depth] + TRAIN_STATE_MB[depth]
+                + batch_size * crop * crop * TRAIN_BYTES_PER_PX[depth] / MB)
+    return _round_mb(MEM_SAFETY * (need + workers * DATALOADER_WORKER_MB))
+
+
+def training_runtime(images, epochs, crop, depth):
+    seconds = images * epochs * crop * crop * TRAIN_SECONDS_PER_PX[depth]
+    return _minutes(seconds / (GPU_SPEEDUP if gpus() else 1))
+
+
+def _inference_pixels(side, scales, flip):
+    """Input pixels of the largest forward pass over one image (the image and its flip)."""
+    return (side * max(scales)) ** 2 * (2 if flip else 1)
+
+
+def inference_mem_mb(side, scales, flip, depth):
+    need = PROCESS_MB[depth] + (CUDA_HOST_MB if gpus() else 0)
+    if not gpus():
+        need += _inference_pixels(side, scales, flip) * INFER_BYTES_PER_PX[depth] / MB
+    return _round_mb(MEM_SAFETY * need)
+
+
+def inference_runtime(images, side, scales, flip, depth):
+    pixels = sum((side * s) ** 2 for s in scales) * (2 if flip else 1)
+    seconds = images * pixels * TRAIN_SECONDS_PER_PX[depth] / 3
+    return _minutes(seconds / (GPU_SPEEDUP if gpus() else 1))
+
+
+# -- the rules' values ---------------------------------------------------------------
+
+
+def stage_mem_mb(section):
+    """train_classifier / train_expansion / train_shrinkage: config section by name."""
+    s = config[section]
+    crop = config["classifier"]["crop"]  # the ESOL stages train on the classifier's crops
+    return training_mem_mb(s["batch_size"], crop, backbone_depth(),
+                           config["classifier"]["num_workers"])
+
+
+def stage_runtime(section):
+    s = config[section]
+    return training_runtime(split_size(DATASET["train_split"]), s["epochs"],
+                            config["classifier"]["crop"], backbone_depth())
+
+
+def cam_mem_mb():
+    c = config["cam"]
+    return inference_mem_mb(image_side(), c["scales"], c["flip"], backbone_depth())
+
+
+def cam_runtime(wildcards):
+    c = config["cam"]
+    return inference_runtime(split_size(wildcards.split), image_side(), c["scales"],
+                             c["flip"], backbone_depth())
+
+
+def sweep_thresholds():
+    t = config["eval"]["thresholds"]
+    return int(round((t["stop"] - t["start"]) / t["step"])) + 1
+
+
+def eval_mem_mb():
+    """A split's CAMs are read one image at a time; maps of one image at full size."""
+    classes = len(dataset_class_names())
+    return _round_mb(MEM_SAFETY * (TOOL_PROCESS_MB + 8 * (classes + 1) * image_side() ** 2 / MB))
+
+
+def eval_runtime(wildcards):
+    seconds = split_size(wildcards.split) * image_side() ** 2 * sweep_thresholds()
+    return _minutes(seconds * SWEEP_SECONDS_PER_PX)
+
+
+def data_mem_mb():
+    """Dataset generation and validation: a few images at a time, plus the label index."""
+    return _round_mb(MEM_SAFETY * (TOOL_PROCESS_MB + 3 * image_side() ** 2 * DATA_THREADS / MB))
+
+
+def data_runtime():
+    images = sum(split_size(s) for s in SPLITS)
+    return _minutes(images * image_side() ** 2 * DECODE_SECONDS_PER_PX)
+
+
+def dataset_class_names():
+    if DATASET["source"] == "synthetic":
+        return list(range(DATASET["synthetic"]["num_classes"]))
+    return DATASET.get("classes") or list(range(20))
+
+
+def report_runtime():
+    """compare_seeds: tables and a few figures from per-method summaries, start-up bound."""
+    return _minutes(0)
