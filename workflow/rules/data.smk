@@ -51,10 +51,10 @@ rule convert_sbd:
         log_path("convert_sbd"),
     benchmark:
         benchmark_path("convert_sbd")
-    threads: 8
+    threads: DATA_THREADS
     resources:
-        mem_mb=4000,
-        runtime=60,
+        mem_mb=convert_mem_mb(),
+        runtime=convert_runtime(),
     conda:
         "../../envs/esol.yaml"
     script:
@@ -72,12 +72,12 @@ rule convert_coco:
         log_path("convert_coco"),
     benchmark:
         benchmark_path("convert_coco")
-    threads: 8
+    threads: DATA_THREADS
     resources:
         # The parsed instances_train2014.json (~330 MB on disk, ~3.6 bytes in memory
         # per file byte: benchmarks/conversion.py) plus small workers.
-        mem_mb=6000,
-        runtime=240,
+        mem_mb=convert_mem_mb(),
+        runtime=convert_runtime(),
     conda:
         "../../envs/esol.yaml"
     script:

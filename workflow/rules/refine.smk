@@ -17,10 +17,10 @@ rule crf_seed:
         log_path("crf_seed", "{method}", "{split}"),
     benchmark:
         benchmark_path("crf_seed", "{method}", "{split}")
-    threads: 8
+    threads: DATA_THREADS
     resources:
-        mem_mb=4000,
-        runtime=120,
+        mem_mb=crf_mem_mb(),
+        runtime=crf_runtime,
     conda:
         "../../envs/esol.yaml"
     script:
@@ -42,8 +42,8 @@ rule eval_crf:
         benchmark_path("eval_crf", "{method}", "{split}")
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=30,
+        mem_mb=eval_mem_mb(),
+        runtime=eval_runtime,
     conda:
         "../../envs/esol.yaml"
     script:
@@ -63,10 +63,10 @@ rule ir_labels:
         log_path("ir_labels", "{method}"),
     benchmark:
         benchmark_path("ir_labels", "{method}")
-    threads: 8
+    threads: DATA_THREADS
     resources:
-        mem_mb=4000,
-        runtime=600,
+        mem_mb=crf_mem_mb(),
+        runtime=ir_labels_runtime(),
     conda:
         "../../envs/esol.yaml"
     script:
@@ -88,10 +88,11 @@ rule train_irn:
         log_path("train_irn", "{method}"),
     benchmark:
         benchmark_path("train_irn", "{method}")
-    threads: 8
+    threads: TORCH_THREADS
     resources:
-        mem_mb=8000,
-        runtime=600,
+        mem_mb=irn_mem_mb(),
+        runtime=irn_runtime(),
+        gpu=gpus(),
     conda:
         "../../envs/esol.yaml"
     script:
@@ -111,10 +112,11 @@ rule pseudo_masks:
         log_path("pseudo_masks", "{method}"),
     benchmark:
         benchmark_path("pseudo_masks", "{method}")
-    threads: 8
+    threads: TORCH_THREADS
     resources:
-        mem_mb=4000,
-        runtime=600,
+        mem_mb=pseudo_masks_mem_mb(),
+        runtime=pseudo_masks_runtime(),
+        gpu=gpus(),
     conda:
         "../../envs/esol.yaml"
     script:
@@ -135,8 +137,8 @@ rule eval_mask:
         benchmark_path("eval_mask", "{method}", "{split}")
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=30,
+        mem_mb=eval_mem_mb(),
+        runtime=eval_runtime,
     conda:
         "../../envs/esol.yaml"
     script:
@@ -158,8 +160,8 @@ rule table1:
         benchmark_path("table1")
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=30,
+        mem_mb=eval_mem_mb(),
+        runtime=report_runtime(),
     conda:
         "../../envs/esol.yaml"
     script:

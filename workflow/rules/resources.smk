@@ -191,3 +191,79 @@ def dataset_class_names():
 def report_runtime():
     """compare_seeds: tables and a few figures from per-method summaries, start-up bound."""
     return _minutes(0)
+
+
+# -- conversion of the full-scale datasets (data.smk) --------------------------------
+
+# convert_coco holds the parsed instances file once: 3.6 bytes of RSS per file byte
+# (benchmarks/conversion.py); 330 MB for instances_train2014.json when not on disk yet.
+COCO_JSON_RSS_PER_BYTE = 3.6
+COCO_JSON_DEFAULT_BYTES = 330e6
+# Rendering a COCO mask or converting an SBD .mat: 1 / 47 s per 640x480 image, measured.
+CONVERT_SECONDS_PER_PX = 1 / (47 * 640 * 480)
+
+
+def convert_mem_mb():
+    need = TOOL_PROCESS_MB + DATA_THREADS * (TOOL_PROCESS_MB / 2)
+    if DATASET["source"] == "coco":
+        files = coco_annotations()
+        size = max([os.path.getsize(f) for f in files if os.path.exists(f)]
+                   or [COCO_JSON_DEFAULT_BYTES])
+        need += COCO_JSON_RSS_PER_BYTE * size / MB
+    return _round_mb(MEM_SAFETY * need)
+
+
+def convert_runtime():
+    images = sum(split_size(s) for s in SPLITS)
+    return _minutes(images * image_side() ** 2 * CONVERT_SECONDS_PER_PX / DATA_THREADS)
+
+
+# -- refinement: CRF and IRN (refine.smk) --------------------------------------------
+
+# Dense CRF (10 mean-field iterations) on one image: 0.06 s for a 165x165 image, measured.
+CRF_SECONDS_PER_PX = 0.06 / 165**2
+# IRN random walk, sparse transition matrix: +143 MB RSS and ~2.8 s on one thread for a
+# 500x500 image (benchmarks/random_walk_memory.py); both scale with the pixel count.
+RANDOM_WALK_MB_PER_PX = 143 / 500**2
+RANDOM_WALK_SECONDS_PER_PX = 2.8 / (500 * 375)
+
+
+def crf_mem_mb():
+    """Per worker: an image, its seed scores and the CRF's Q (classes + 1 maps)."""
+    classes = len(dataset_class_names())
+    per_worker = TOOL_PROCESS_MB / 2 + 4 * 3 * (classes + 1) * image_side() ** 2 / MB
+    return _round_mb(MEM_SAFETY * (TOOL_PROCESS_MB + DATA_THREADS * per_worker))
+
+
+def crf_runtime(wildcards):
+    seconds = split_size(wildcards.split) * image_side() ** 2 * CRF_SECONDS_PER_PX
+    return _minutes(seconds / DATA_THREADS)
+
+
+def ir_labels_runtime():
+    """Two CRFs per image (confident foreground and background) over the training split."""
+    seconds = 2 * split_size(DATASET["train_split"]) * image_side() ** 2 * CRF_SECONDS_PER_PX
+    return _minutes(seconds / DATA_THREADS)
+
+
+def irn_mem_mb():
+    t = config["irn"]["train"]
+    return training_mem_mb(t["batch_size"], t["crop"], backbone_depth(), t["num_workers"])
+
+
+def irn_runtime():
+    t = config["irn"]["train"]
+    return training_runtime(split_size(DATASET["train_split"]), t["epochs"], t["crop"],
+                            backbone_depth())
+
+
+def pseudo_masks_mem_mb():
+    walk = RANDOM_WALK_MB_PER_PX * image_side() ** 2
+    return _round_mb(inference_mem_mb(image_side(), [1.0], True, backbone_depth()) + MEM_SAFETY * walk)
+
+
+def pseudo_masks_runtime():
+    images, side = split_size(DATASET["train_split"]), image_side()
+    walk = images * side**2 * RANDOM_WALK_SECONDS_PER_PX / (GPU_SPEEDUP if gpus() else 1)
+    network = 60 * (inference_runtime(images, side, [1.0], True, backbone_depth()) - MIN_RUNTIME)
+    return _minutes(network / TIME_SAFETY + walk)
