@@ -14,6 +14,7 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/classifier.smk"
 include: "workflow/rules/esol.smk"
 include: "workflow/rules/cam.smk"
+include: "workflow/rules/segment.smk"
 
 
 rule all:

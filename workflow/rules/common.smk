@@ -94,4 +94,71 @@ def seed_outputs(method, split=DATASET["seed_split"]):
 
 
 def all_outputs():
-    return [seed_outputs(m)["json"] for m in METHODS] + [f"{RESULTS}/seeds/table6.md"]
+    return (
+        [seed_outputs(m)["json"] for m in METHODS]
+        + [f"{RESULTS}/seeds/table6.md"]
+        + report_targets()
+    )
+
+
+# -- segmentation (DeepLab-v2 on a label source) and the report -----------------
+
+SEGMENTATION = config["segmentation"]
+# Label sources: "gt" (the dataset's own masks, the fully supervised row) and methods
+# whose pseudo masks train a DeepLab.
+SEG_SOURCES = (["gt"] if SEGMENTATION["supervised"] else []) + SEGMENTATION["methods"]
+SEG_SPLITS = [SEGMENTATION["eval_split"]] + DATASET.get("test_splits", [])
+
+
+wildcard_constraints:
+    source="|".join(["gt", *METHODS]),
+
+
+def pseudo_mask_dir(method):
+    """A method's pseudo masks for the training split: a folder of palette PNGs <id>.png."""
+    return f"{RESULTS}/pseudo_masks/{method}"
+
+
+def segmentation_label_dir(wildcards):
+    """Where a label source's training masks are read: None = the dataset's own masks."""
+    return None if wildcards.source == "gt" else pseudo_mask_dir(wildcards.source)
+
+
+def segmentation_labels(wildcards):
+    """The files a label source's masks come from (the generated dataset for gt)."""
+    if wildcards.source == "gt":
+        return dataset_inputs(wildcards)
+    return [pseudo_mask_dir(wildcards.source)]
+
+
+def segmentation_init(wildcards):
+    """The classifier checkpoint, when DeepLab's backbone starts from it."""
+    return [model_path("classifier")] if SEGMENTATION["model"]["pretrained"] == "classifier" else []
+
+
+def deeplab_path(source):
+    return model_path(f"deeplab_{source}")
+
+
+def prediction_dir(source, split, kind):
+    """Predicted label maps of a split: kind raw (no CRF) or crf."""
+    return f"{RESULTS}/segmentation/{source}/{split}/{kind}"
+
+
+def segmentation_json(source, split=SEGMENTATION["eval_split"]):
+    return f"{RESULTS}/segmentation/{source}/{split}.json"
+
+
+def submission_dir(source, split):
+    return f"{RESULTS}/segmentation/{source}/{split}/submission"
+
+
+def report_path(name):
+    return f"{RESULTS}/report/{name}"
+
+
+def report_targets():
+    """The report, and a submission folder per test split and label source."""
+    return [report_path("report.md")] + [
+        submission_dir(s, t) for s in SEG_SOURCES for t in DATASET.get("test_splits", [])
+    ]
