@@ -6,8 +6,8 @@ figure and table it links to (so the folder can be copied or served as it is):
 * Table 3: segmentation mIoU on the evaluation split, without and with CRF, one row
   per label source (the supervised ``gt`` row first), and per-class IoU;
 * a Fig. 4-style grid: image | ground truth | each source's prediction (with CRF);
-* Table 1 (Seed / CRF / Mask mIoU per method) when the refinement's evaluations are
-  given (:func:`table1_rows`; the section is left out, not faked, without them);
+* Table 1 (Seed / CRF / Mask mIoU per method) as the refinement's ``table1`` rule wrote
+  it, when given (without it a line says refinement is not configured; nothing faked);
 * Table 6 (seed ablation, as ``compare_seeds`` wrote it), the threshold curves and
   Fig. 3d's recall curve, and the Fig. 5 grid;
 * a Table 5-style time table: wall time, CPU time and peak memory of every job, from
@@ -131,18 +131,27 @@ def fig4_grid(path: str | os.PathLike, info: DatasetInfo, split: str,
 
 # -- Table 1: seeds, seeds + CRF, pseudo masks (refinement) ----------------------
 
-def table1_rows(seed: Mapping[str, Mapping[str, Any]], crf: Mapping[str, Mapping[str, Any]],
-                mask: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Seed / CRF / Mask mIoU per method from their evaluation JSONs (each has ``miou``)."""
-    return [{"method": m, "seed": seed[m]["miou"], "crf": crf.get(m, {}).get("miou"),
-             "mask": mask.get(m, {}).get("miou")} for m in seed]
+TABLE1_KEYS = ("table_md", "table_csv", "grid_png")
 
 
-def table1_section(rows: Sequence[Mapping[str, Any]], split: str) -> str:
-    return "\n".join([f"## Table 1: seeds, seeds + CRF and pseudo masks on `{split}`\n",
-                      _md_table(["Method", "Seed", "CRF", "Mask"],
-                                [[f"`{r['method']}`", _pct(r["seed"]), _pct(r["crf"]), _pct(r["mask"])]
-                                 for r in rows])])
+def table1_section(table1: Mapping[str, str | os.PathLike], report_dir: str | os.PathLike) -> str:
+    """Table 1 as the refinement's ``table1`` rule wrote it, with links to its CSV and grid.
+
+    ``table1`` holds ``table_md``, ``table_csv`` and ``grid_png``; links are relative to
+    ``report_dir``. Empty: a line saying refinement is not configured (nothing faked).
+    """
+    head = "## Table 1: seeds, seeds + CRF and pseudo masks\n"
+    if not table1:
+        return (f"{head}\nRefinement (seed CRF, IRN pseudo masks) is not configured in this run, "
+                "so there is no Table 1.\n")
+    missing = [k for k in TABLE1_KEYS if k not in table1]
+    if missing:
+        raise ValueError(f"Table 1 inputs lack {missing}")
+    rel = {k: Path(os.path.relpath(table1[k], report_dir)).as_posix() for k in TABLE1_KEYS}
+    return "\n".join([head, Path(table1["table_md"]).read_text().strip(), "",
+                      f"As CSV: [{Path(rel['table_csv']).name}]({rel['table_csv']}).\n",
+                      "Seeds, seeds after CRF and pseudo masks per method, beside the ground truth:\n",
+                      f"![Seeds, CRF and pseudo masks per method]({rel['grid_png']})\n"])
 
 
 # -- Table 6 and the seed figures -------------------------------------------------
@@ -270,13 +279,12 @@ def build_report(*, config: Mapping[str, Any], dataset_json: str | os.PathLike,
                  table6_csv: str | os.PathLike, recall_png: str | os.PathLike,
                  fig5_png: str | os.PathLike, benchmarks: str | os.PathLike,
                  out: Mapping[str, str | os.PathLike],
-                 seed_crf: Sequence[str | os.PathLike] = (),
-                 masks: Sequence[str | os.PathLike] = ()) -> str:
+                 table1: Mapping[str, str | os.PathLike] | None = None) -> str:
     """Write the report and every file it links to; returns the markdown.
 
     ``segmentation`` and ``predictions`` follow ``sources``; ``seed_metrics`` and
-    ``sweeps`` follow ``config['methods']``. ``seed_crf`` and ``masks`` (the
-    refinement's evaluations, same order) add Table 1. ``out`` names the outputs:
+    ``sweeps`` follow ``config['methods']``. ``table1`` (the refinement's
+    ``table_md``, ``table_csv``, ``grid_png``) adds Table 1. ``out`` names the outputs:
     ``md``, ``table3``, ``table6``, ``times``, ``fig4``, ``thresholds``, ``recall``,
     ``fig5``, ``times_png``.
     """
@@ -312,10 +320,7 @@ def build_report(*, config: Mapping[str, Any], dataset_json: str | os.PathLike,
         "the CRF prediction of the DeepLab trained on each label source (the paper's Fig. 4).\n",
         "![Segmentation predictions](fig4_segmentation.png)\n",
     ]
-    if masks:
-        crf = {m: json.loads(Path(p).read_text()) for m, p in zip(methods, seed_crf, strict=True)}
-        mask = {m: json.loads(Path(p).read_text()) for m, p in zip(methods, masks, strict=True)}
-        parts.append(table1_section(table1_rows(seeds, crf, mask), seed_split))
+    parts.append(table1_section(table1 or {}, Path(out["md"]).parent))
     parts += [seeds_section(Path(table6_md).read_text(), seed_split), times_section(bench),
               "## Files\n",
               "Tables as CSV beside this file: `table3.csv`, `table6.csv`, `times.csv`. Under "

@@ -2,7 +2,10 @@
 
 import pytest
 
-from esol.run_report import read_benchmarks, table1_rows, table1_section, table3_rows, table3_section, times_section
+import re
+from pathlib import Path
+
+from esol.run_report import read_benchmarks, table1_section, table3_rows, table3_section, times_section
 
 
 def _evaluation(source, raw, crf):
@@ -23,12 +26,27 @@ def test_table3_puts_the_supervised_row_first_and_reports_both_columns():
     assert "`esol` 67%" in text  # 55 / 82 of the supervised mIoU
 
 
-def test_table1_has_seed_crf_and_mask_per_method():
-    rows = table1_rows({"cam": {"miou": 0.484}, "esol": {"miou": 0.536}},
-                       {"cam": {"miou": 0.541}, "esol": {"miou": 0.614}},
-                       {"cam": {"miou": 0.663}, "esol": {"miou": 0.687}})
-    assert rows[1] == {"method": "esol", "seed": 0.536, "crf": 0.614, "mask": 0.687}
-    assert "| `esol` | 53.6 | 61.4 | 68.7 |" in table1_section(rows, "train")
+def test_table1_is_embedded_from_the_refinement_files_with_links_that_resolve(tmp_path):
+    refine = tmp_path / "results" / "x" / "refine"
+    refine.mkdir(parents=True)
+    (refine / "table1.md").write_text("| Method | Seed | CRF | Mask (IRN) |\n|---|---|---|---|\n"
+                                      "| `esol` | 53.6 | 61.4 | 68.7 |\n")
+    (refine / "table1.csv").write_text("method,seed_miou\nesol,0.536\n")
+    (refine / "table1_grid.png").write_bytes(b"png")
+    report_dir = tmp_path / "results" / "x" / "report"
+    report_dir.mkdir()
+    text = table1_section({"table_md": refine / "table1.md", "table_csv": refine / "table1.csv",
+                           "grid_png": refine / "table1_grid.png"}, report_dir)
+    assert "| `esol` | 53.6 | 61.4 | 68.7 |" in text
+    links = re.findall(r"\]\(([^)]+)\)", text)
+    assert sorted(links) == ["../refine/table1.csv", "../refine/table1_grid.png"]
+    assert all((report_dir / link).resolve().is_file() for link in links)
+
+
+def test_table1_without_refinement_says_so():
+    text = table1_section({}, Path("report"))
+    assert text.startswith("## Table 1")
+    assert "not configured" in text and "|" not in text
 
 
 def test_benchmarks_are_read_per_rule_and_job(tmp_path):

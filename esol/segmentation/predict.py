@@ -33,25 +33,29 @@ from esol.data.voc import DatasetInfo, read_image, write_label
 from esol.engine import load_checkpoint
 from esol.models.deeplab import DeepLabV2
 from esol.segmentation.crf import crf_label
-from esol.utils import DatasetError, select_device, tqdm_kwargs
+from esol.utils import DatasetError, amp_dtype, autocast, select_device, tqdm_kwargs
 
 log = logging.getLogger(__name__)
 
 
 @torch.no_grad()
 def multiscale_probs(net: torch.nn.Module, image: np.ndarray, scales: Sequence[float], flip: bool,
-                     device: torch.device | str = "cpu") -> torch.Tensor:
+                     device: torch.device | str = "cpu", amp: torch.dtype | None = None) -> torch.Tensor:
     """Class probabilities (K+1, H, W) of an RGB uint8 image, averaged over scales and flips.
 
-    ``net(x)`` must return logits at the size of ``x``, as :class:`DeepLabV2` does.
+    ``net(x)`` must return logits at the size of ``x``, as :class:`DeepLabV2` does. The
+    network may run under autocast to ``amp``; resizing, softmax and sums are float32.
     """
+    device = torch.device(device)
     size = image.shape[:2]
     total, count = None, 0
     for scale in scales:
         x = torch.from_numpy(T.to_chw(T.normalize(T.rescale(image, scale))))[None].to(device)
         if flip:
             x = torch.cat([x, x.flip(-1)])
-        logits = F.interpolate(net(x).float(), size=size, mode="bilinear", align_corners=False)
+        with autocast(amp, device):
+            out = net(x)
+        logits = F.interpolate(out.float(), size=size, mode="bilinear", align_corners=False)
         probs = logits.softmax(1)
         if flip:
             probs = torch.stack([probs[0], probs[1].flip(-1)])
@@ -71,7 +75,8 @@ def _done(raw: Path, crf: Path, ids: Sequence[str]) -> set[str]:
 
 def predict_split(net: torch.nn.Module, info: DatasetInfo, split: str, raw_dir: str | os.PathLike,
                   crf_dir: str | os.PathLike, scales: Sequence[float], flip: bool,
-                  crf_params: Mapping[str, float], device: torch.device, workers: int = 1) -> int:
+                  crf_params: Mapping[str, float], device: torch.device, workers: int = 1,
+                  amp: torch.dtype | None = None) -> int:
     """Write ``<id>.png`` predictions of ``split`` without (``raw_dir``) and with CRF."""
     raw_dir, crf_dir = Path(raw_dir), Path(crf_dir)
     raw_tmp = raw_dir.with_name(raw_dir.name + ".partial")
@@ -94,7 +99,7 @@ def predict_split(net: torch.nn.Module, info: DatasetInfo, split: str, raw_dir: 
                 continue
             image_path = info.layout.image(image_id)
             image = read_image(image_path)
-            probs = multiscale_probs(net, image, scales, flip, device).cpu().numpy()
+            probs = multiscale_probs(net, image, scales, flip, device, amp).cpu().numpy()
             write_label(raw_tmp / f"{image_id}.png", probs.argmax(0).astype(np.uint8))
             job = (str(image_path), probs, dict(crf_params), str(crf_tmp / f"{image_id}.png"))
             if pool is None:
@@ -134,7 +139,7 @@ def predict_segmentation(cfg: Mapping[str, Any], checkpoint: str | os.PathLike,
              len(info.ids(split)), list(p["scales"]), " + flip" if p["flip"] else "", dict(p["crf"]),
              workers)
     return predict_split(net, info, split, raw_dir, crf_dir, p["scales"], p["flip"], p["crf"],
-                         device, workers=workers)
+                         device, workers=workers, amp=amp_dtype(cfg["amp"], device))
 
 
 def write_submission(crf_dir: str | os.PathLike, ids: Sequence[str], split: str,

@@ -11,6 +11,7 @@ Schedules are in epochs (docs/method.md), training resumes through
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from collections.abc import Mapping
@@ -21,10 +22,10 @@ import torch
 import torch.nn.functional as F
 
 from esol.data.voc import IGNORE, DatasetInfo
-from esol.engine import fit, history_csv, load_checkpoint, save_checkpoint
+from esol.engine import file_digest, fit, history_csv, load_checkpoint, save_checkpoint
 from esol.models.deeplab import DeepLabArch, DeepLabV2
 from esol.segmentation.data import LabelSource, SegmentationDataset
-from esol.utils import ConfigError, seed_everything, select_device
+from esol.utils import ConfigError, amp_dtype, seed_everything, select_device
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +77,15 @@ def classifier_backbone_state(ckpt: Mapping[str, Any]) -> dict[str, torch.Tensor
     """
     return {k.removeprefix("backbone."): v for k, v in ckpt["model"].items()
             if k.startswith("backbone.")}
+
+
+def labels_digest(source: LabelSource, ids: list[str]) -> str:
+    """SHA-1 over the training masks of ``ids`` (name and content): a resume must see the same labels."""
+    h = hashlib.sha1()
+    for image_id in ids:
+        path = source.path(image_id)
+        h.update(f"{image_id}:{file_digest(path)}\n".encode())
+    return h.hexdigest()
 
 
 def build_deeplab(cfg: Config, num_classes: int,
@@ -136,7 +146,8 @@ def train_segmentation(cfg: Config, dataset_json: str | os.PathLike, label_dir: 
              list(net.arch.msc_scales) or "off", source, split, len(dataset), t["epochs"])
 
     def step(batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
-        outputs = net.msc_logits(batch["img"])
+        # fit() runs this under autocast; the loss is taken in float32.
+        outputs = [o.float() for o in net.msc_logits(batch["img"])]
         loss = segmentation_loss(outputs, batch["label"])
         with torch.no_grad():
             target = resize_labels(batch["label"], outputs[-1].shape[2:])
@@ -144,15 +155,18 @@ def train_segmentation(cfg: Config, dataset_json: str | os.PathLike, label_dir: 
             acc = (outputs[-1].argmax(1) == target)[valid].float().mean().item() if valid.any() else 0.0
         return loss, {"pixel_accuracy": acc}
 
+    # What a resume checkpoint must match: config and the content of every input.
     section = {"segmentation": {k: s[k] for k in ("model", "train")}, "source": source,
-               "labels": labels.name, "seed": cfg["seed"], "dataset": cfg["dataset"]["name"],
-               "init": str(classifier_ckpt) if s["model"]["pretrained"] == CLASSIFIER else None}
+               "labels": labels_digest(labels, dataset.ids), "seed": cfg["seed"], "amp": cfg["amp"],
+               "dataset": file_digest(dataset_json),
+               "init": (file_digest(classifier_ckpt)
+                        if s["model"]["pretrained"] == CLASSIFIER and classifier_ckpt else None)}
     partial = Path(str(out_model) + ".partial")
     history = fit(params_owner=net, optimizer=optimizer, dataset=dataset, step_fn=step,
                   batch_size=t["batch_size"], epochs=t["epochs"], seed=cfg["seed"],
                   resume_path=partial, checkpoint_every=t["checkpoint_every"], config=section,
                   num_workers=t["num_workers"], poly_power=t["poly_power"],
-                  desc=f"deeplab[{source}]")
+                  desc=f"deeplab[{source}]", amp=amp_dtype(cfg["amp"], device))
     save_checkpoint(out_model, net.cpu().checkpoint(stage="segmentation", config=section,
                                                     history=history, classes=info.classes))
     partial.unlink(missing_ok=True)

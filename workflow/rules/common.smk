@@ -94,11 +94,7 @@ def seed_outputs(method, split=DATASET["seed_split"]):
 
 
 def all_outputs():
-    return (
-        [seed_outputs(m)["json"] for m in METHODS]
-        + [f"{RESULTS}/seeds/table6.md"]
-        + report_targets()
-    )
+    return [seed_outputs(m)["json"] for m in METHODS] + [f"{RESULTS}/seeds/table6.md"] + report_targets()
 
 
 # -- segmentation (DeepLab-v2 on a label source) and the report -----------------
@@ -107,16 +103,35 @@ SEGMENTATION = config["segmentation"]
 # Label sources: "gt" (the dataset's own masks, the fully supervised row) and methods
 # whose pseudo masks train a DeepLab.
 SEG_SOURCES = (["gt"] if SEGMENTATION["supervised"] else []) + SEGMENTATION["methods"]
-SEG_SPLITS = [SEGMENTATION["eval_split"]] + DATASET.get("test_splits", [])
+for _m in SEGMENTATION["methods"]:
+    if _m not in METHODS:
+        raise ValueError(
+            f"segmentation.methods names {_m!r}, which is not a key of methods: {METHODS}"
+        )
 
 
 wildcard_constraints:
     source="|".join(["gt", *METHODS]),
 
 
+# -- provided by the refine branch at merge --
+# The refinement branch defines pseudo_mask_dir(method) (rule pseudo_masks' directory
+# output: palette PNGs <id>.png of the training split) and table1_outputs() (Table 1 as
+# markdown, CSV and a grid picture). Until then segmentation can only train on "gt" and
+# the report says refinement is not configured.
+
+
 def pseudo_mask_dir(method):
     """A method's pseudo masks for the training split: a folder of palette PNGs <id>.png."""
     return f"{RESULTS}/pseudo_masks/{method}"
+
+
+def report_table1_inputs(wildcards=None):
+    """Table 1's files for the report: {table_md, table_csv, grid_png}, or {} without refinement."""
+    return {}
+
+
+# -- end of the block provided by the refine branch --
 
 
 def segmentation_label_dir(wildcards):

@@ -98,6 +98,7 @@ rule segmentation_submission:
 
 rule report:
     input:
+        unpack(report_table1_inputs),
         dataset=prepared("dataset.json"),
         segmentation=expand(segmentation_json("{source}"), source=SEG_SOURCES),
         predictions=expand(
