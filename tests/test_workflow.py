@@ -37,7 +37,7 @@ def tiny_config() -> dict:
     cfg["figures"]["fig5_images"] = 3
     # DeepLab on the ground truth only (this branch has no pseudo masks of its own).
     cfg["segmentation"].update(supervised=True, methods=[])
-    cfg["segmentation"]["train"].update(epochs=2, batch_size=8, crop=64, lr=0.01)
+    cfg["segmentation"]["train"].update(epochs=2, batch_size=8, crop=64)
     cfg["segmentation"]["predict"]["scales"] = [0.75, 1.0]
     cfg["report"]["fig4_images"] = 3
     return cfg
