@@ -16,6 +16,7 @@ include: "workflow/rules/classifier.smk"
 include: "workflow/rules/esol.smk"
 include: "workflow/rules/cam.smk"
 include: "workflow/rules/refine.smk"
+include: "workflow/rules/segment.smk"
 
 
 rule all:

@@ -2,6 +2,7 @@
 
 import copy
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -20,8 +21,9 @@ def tiny_config() -> dict:
     cfg["device"] = "cpu"
     cfg["dataset"]["name"] = "tiny"
     cfg["dataset"]["synthetic"].update(
-        num_classes=2, image_size=[96, 104], counts={"train_aug": 48, "train": 16, "val": 8, "test": 0},
+        num_classes=2, image_size=[96, 104], counts={"train_aug": 48, "train": 16, "val": 8, "test": 3},
         body_signal=0.5, clutter=[1, 3])
+    cfg["dataset"]["test_splits"] = ["test"]
     cfg["classifier"].update(epochs=4, batch_size=8, resize_long=[88, 112], crop=96, lr=0.05)
     for stage in ("expansion", "shrinkage"):
         cfg[stage].update(epochs=1, batch_size=8)
@@ -35,6 +37,11 @@ def tiny_config() -> dict:
     cfg["figures"]["fig5_images"] = 3
     cfg["refine"]["grid_images"] = 2
     cfg["irn"]["train"].update(crop=64, batch_size=8, epochs=1)
+    # DeepLab on the ground truth (the supervised row) and on esol's pseudo masks.
+    cfg["segmentation"].update(supervised=True, methods=["esol"])
+    cfg["segmentation"]["train"].update(epochs=2, batch_size=8, crop=64)
+    cfg["segmentation"]["predict"]["scales"] = [0.75, 1.0]
+    cfg["report"]["fig4_images"] = 3
     return cfg
 
 
@@ -71,7 +78,7 @@ def test_every_method_and_variant_has_evaluated_seeds(tiny_run):
     table = (res / "seeds" / "table6.md").read_text()
     assert all(f"`{m}`" in table for m in ("cam", "fl", "esol_noarea"))
     # Variants share upstream outputs: one classifier, one Expansion per clipping setting.
-    models = sorted(p.name for p in (res / "models").glob("*.pt"))
+    models = sorted(p.name for p in (res / "models").glob("*.pt") if not p.name.startswith("deeplab_"))
     assert models == ["classifier.pt", "expansion_clip.pt", "expansion_noclip.pt", "irn_cam.pt",
                       "irn_esol.pt", "shrinkage_esol.pt", "shrinkage_esol_noarea.pt"]
     assert not list(res.rglob("*.partial"))
@@ -114,3 +121,47 @@ def test_rerun_has_nothing_to_do(tiny_run):
     run = subprocess.run([SNAKEMAKE, "-s", str(REPO / "Snakefile"), "-d", str(work), "--configfile",
                           str(work / "tiny.yaml"), "-n"], capture_output=True, text=True)
     assert run.returncode == 0 and "Nothing to be done" in run.stdout + run.stderr
+
+
+@pytest.mark.slow
+def test_segmentation_is_predicted_evaluated_and_submitted(tiny_run):
+    _, res = tiny_run
+    scores = json.loads((res / "segmentation" / "gt" / "val.json").read_text())
+    assert scores["images"] == 8
+    for kind in ("raw", "crf"):
+        assert 0 <= scores[kind]["miou"] <= 1
+        assert len(list((res / "segmentation" / "gt" / "val" / kind).glob("*.png"))) == 8
+    folder = res / "segmentation" / "gt" / "test" / "submission" / "results" / "VOC2012" / "Segmentation"
+    assert sorted(p.name for p in (folder / "comp6_test_cls").glob("*.png")) == [
+        "t00000.png", "t00001.png", "t00002.png"]
+    assert (res / "benchmarks" / "train_segmentation" / "gt.tsv").is_file()
+
+
+@pytest.mark.slow
+def test_report_has_every_table_and_its_links_resolve(tiny_run):
+    _, res = tiny_run
+    report = res / "report" / "report.md"
+    text = report.read_text()
+    for heading in ("## Table 3", "## Table 1", "## Table 6", "## Fig. 5", "## Time per rule"):
+        assert heading in text, heading
+    assert "Refinement (seed CRF, IRN pseudo masks) is not configured" in text
+    assert "| ground truth (fully supervised) |" in text
+    assert "`train_segmentation`" in text and "`train_classifier`" in text
+    links = re.findall(r"\]\(([^)]+)\)", text)
+    assert {"fig4_segmentation.png", "threshold_curves.png", "fig5_grid.png", "times.png"} <= set(links)
+    for link in links:
+        target = report.parent / link
+        assert target.is_file() and target.stat().st_size > 0, link
+    for png in (p for p in links if p.endswith(".png")):
+        assert (report.parent / png).read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.slow
+def test_snakemake_html_report(tiny_run):
+    work, _ = tiny_run
+    run = subprocess.run([SNAKEMAKE, "-s", str(REPO / "Snakefile"), "-d", str(work), "--configfile",
+                          str(work / "tiny.yaml"), "--report", str(work / "report.html")],
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-4000:]
+    html = (work / "report.html").read_text()
+    assert "fig4_segmentation.png" in html and "table3.csv" in html

@@ -100,9 +100,11 @@ def seed_outputs(method, split=DATASET["seed_split"]):
 
 
 def all_outputs():
-    return [seed_outputs(m)["json"] for m in METHODS] + [f"{RESULTS}/seeds/table6.md"] + [
-        table1_outputs()["table_md"]
-    ]
+    return (
+        [seed_outputs(m)["json"] for m in METHODS]
+        + [f"{RESULTS}/seeds/table6.md", table1_outputs()["table_md"]]
+        + report_targets()
+    )
 
 
 def converted(path=""):
@@ -196,3 +198,71 @@ def table1_outputs():
         "table_csv": f"{stem}.csv",
         "grid_png": f"{stem}_grid.png",
     }
+
+
+# -- segmentation (DeepLab-v2 on a label source) and the report -----------------
+
+SEGMENTATION = config["segmentation"]
+# Label sources: "gt" (the dataset's own masks, the fully supervised row) and methods
+# whose pseudo masks train a DeepLab.
+SEG_SOURCES = (["gt"] if SEGMENTATION["supervised"] else []) + SEGMENTATION["methods"]
+for _m in SEGMENTATION["methods"]:
+    if _m not in REFINE_METHODS:
+        raise ValueError(
+            f"config key segmentation.methods names {_m!r}, which has no pseudo masks: "
+            f"add it to refine.methods ({REFINE_METHODS})"
+        )
+
+
+wildcard_constraints:
+    source="|".join(["gt", *METHODS]),
+
+
+def report_table1_inputs(wildcards=None):
+    """Table 1's files for the report: {table_md, table_csv, grid_png}."""
+    return table1_outputs()
+
+
+def segmentation_label_dir(wildcards):
+    """Where a label source's training masks are read: None = the dataset's own masks."""
+    return None if wildcards.source == "gt" else pseudo_mask_dir(wildcards.source)
+
+
+def segmentation_labels(wildcards):
+    """The files a label source's masks come from (the generated dataset for gt)."""
+    if wildcards.source == "gt":
+        return dataset_inputs(wildcards)
+    return [pseudo_mask_dir(wildcards.source)]
+
+
+def segmentation_init(wildcards):
+    """The classifier checkpoint, when DeepLab's backbone starts from it."""
+    return [model_path("classifier")] if SEGMENTATION["model"]["pretrained"] == "classifier" else []
+
+
+def deeplab_path(source):
+    return model_path(f"deeplab_{source}")
+
+
+def prediction_dir(source, split, kind):
+    """Predicted label maps of a split: kind raw (no CRF) or crf."""
+    return f"{RESULTS}/segmentation/{source}/{split}/{kind}"
+
+
+def segmentation_json(source, split=SEGMENTATION["eval_split"]):
+    return f"{RESULTS}/segmentation/{source}/{split}.json"
+
+
+def submission_dir(source, split):
+    return f"{RESULTS}/segmentation/{source}/{split}/submission"
+
+
+def report_path(name):
+    return f"{RESULTS}/report/{name}"
+
+
+def report_targets():
+    """The report, and a submission folder per test split and label source."""
+    return [report_path("report.md")] + [
+        submission_dir(s, t) for s in SEG_SOURCES for t in DATASET.get("test_splits", [])
+    ]

@@ -267,3 +267,42 @@ def pseudo_masks_runtime():
     walk = images * side**2 * RANDOM_WALK_SECONDS_PER_PX / (GPU_SPEEDUP if gpus() else 1)
     network = 60 * (inference_runtime(images, side, [1.0], True, backbone_depth()) - MIN_RUNTIME)
     return _minutes(network / TIME_SAFETY + walk)
+
+
+# -- segmentation: DeepLab-v2 (segment.smk) ------------------------------------------
+
+# Output stride 8 keeps 4x the activations of the stride-16 classifier in its last stages.
+DEEPLAB_ACTIVATION_FACTOR = 2.5
+
+
+def deeplab_depth():
+    return config["segmentation"]["model"]["depth"]
+
+
+def deeplab_mem_mb():
+    t = config["segmentation"]["train"]
+    scales = 1 + sum(s**2 for s in config["segmentation"]["model"]["msc_scales"])
+    pixels_crop = int(t["crop"] * math.sqrt(DEEPLAB_ACTIVATION_FACTOR * scales))
+    return training_mem_mb(t["batch_size"], pixels_crop, deeplab_depth(), t["num_workers"])
+
+
+def deeplab_runtime():
+    t = config["segmentation"]["train"]
+    scales = 1 + sum(s**2 for s in config["segmentation"]["model"]["msc_scales"])
+    crop = int(t["crop"] * math.sqrt(DEEPLAB_ACTIVATION_FACTOR * scales))
+    return training_runtime(split_size(DATASET["train_split"]), t["epochs"], crop, deeplab_depth())
+
+
+def deeplab_predict_mem_mb():
+    p = config["segmentation"]["predict"]
+    network = inference_mem_mb(image_side(), p["scales"], p["flip"], deeplab_depth())
+    return _round_mb(DEEPLAB_ACTIVATION_FACTOR * network + crf_mem_mb())
+
+
+def deeplab_predict_runtime(wildcards):
+    p = config["segmentation"]["predict"]
+    images, side = split_size(wildcards.split), image_side()
+    network = 60 * (inference_runtime(images, side, p["scales"], p["flip"], deeplab_depth())
+                    - MIN_RUNTIME) / TIME_SAFETY
+    crf = images * side**2 * CRF_SECONDS_PER_PX / DATA_THREADS
+    return _minutes(DEEPLAB_ACTIVATION_FACTOR * network + crf)

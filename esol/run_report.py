@@ -1,0 +1,335 @@
+"""The run's report: every evaluation of one dataset in one markdown file with its figures.
+
+Rule ``report`` writes ``results/<dataset>/report/report.md`` and, beside it, every
+figure and table it links to (so the folder can be copied or served as it is):
+
+* Table 3: segmentation mIoU on the evaluation split, without and with CRF, one row
+  per label source (the supervised ``gt`` row first), and per-class IoU;
+* a Fig. 4-style grid: image | ground truth | each source's prediction (with CRF);
+* Table 1 (Seed / CRF / Mask mIoU per method) as the refinement's ``table1`` rule wrote
+  it, when given (without it a line says refinement is not configured; nothing faked);
+* Table 6 (seed ablation, as ``compare_seeds`` wrote it), the threshold curves and
+  Fig. 3d's recall curve, and the Fig. 5 grid;
+* a Table 5-style time table: wall time, CPU time and peak memory of every job, from
+  the Snakemake ``benchmark:`` files, with a bar chart per rule.
+
+Each section is a function of its inputs returning markdown, so another evaluation
+slots in as one more input and one more section.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import shutil
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from esol.data.voc import DatasetInfo, read_image, read_label
+from esol.evaluate import read_sweep_csv
+from esol.utils import atomic_path
+
+log = logging.getLogger(__name__)
+
+GT = "gt"
+
+
+def _pct(v: float | None) -> str:
+    return "–" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{100 * v:.1f}"
+
+
+def _md_table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _write_text(path: str | os.PathLike, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def _write_csv(path: str | os.PathLike, rows: Sequence[Mapping[str, Any]]) -> None:
+    keys = list(dict.fromkeys(k for r in rows for k in r)) or ["empty"]
+    with atomic_path(path, suffix=".csv") as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=keys)
+        writer.writeheader()
+        for r in rows:
+            writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
+
+
+def _copy(src: str | os.PathLike, dst: str | os.PathLike) -> None:
+    with atomic_path(dst) as tmp:
+        shutil.copyfile(src, tmp)
+
+
+# -- Table 3: segmentation ------------------------------------------------------
+
+def source_label(source: str) -> str:
+    return "ground truth (fully supervised)" if source == GT else f"`{source}` pseudo masks"
+
+
+def table3_rows(evaluations: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """One row per label source: mIoU without and with CRF; the supervised row first."""
+    ordered = sorted(evaluations, key=lambda e: e["source"] != GT)
+    return [{"source": e["source"], "split": e["split"], "images": e["images"],
+             "miou": e["raw"]["miou"], "miou_crf": e["crf"]["miou"],
+             "pixel_accuracy": e["raw"]["pixel_accuracy"],
+             "pixel_accuracy_crf": e["crf"]["pixel_accuracy"]} for e in ordered]
+
+
+def table3_section(evaluations: Sequence[Mapping[str, Any]], model: Mapping[str, Any]) -> str:
+    if not evaluations:
+        return ("## Table 3: segmentation\n\nNo label source is configured "
+                "(`segmentation.supervised` is false and `segmentation.methods` is empty).\n")
+    rows = table3_rows(evaluations)
+    split, images = rows[0]["split"], rows[0]["images"]
+    text = [f"## Table 3: segmentation on `{split}`\n",
+            f"DeepLab-v2 (ResNet-{model['depth']}, output stride 8, ASPP "
+            f"{', '.join(map(str, model['aspp_rates']))}) trained on each label source of the "
+            f"training split, predicted with multi-scale + flip inference, mIoU (%) over {images} "
+            "images without and with dense CRF.\n",
+            _md_table(["Training labels", "mIoU", "mIoU + CRF", "pixel acc.", "pixel acc. + CRF"],
+                      [[source_label(r["source"]), _pct(r["miou"]), _pct(r["miou_crf"]),
+                        _pct(r["pixel_accuracy"]), _pct(r["pixel_accuracy_crf"])] for r in rows])]
+    gt = next((r for r in rows if r["source"] == GT), None)
+    if gt is not None and len(rows) > 1:
+        gaps = ", ".join(f"`{r['source']}` {100 * (r['miou_crf'] / gt['miou_crf']):.0f}%"
+                         for r in rows if r["source"] != GT and gt["miou_crf"])
+        text.append(f"\nShare of the fully supervised mIoU (with CRF) reached: {gaps}.\n")
+    classes = list(evaluations[0]["crf"]["per_class_iou"])
+    ordered = sorted(evaluations, key=lambda e: e["source"] != GT)
+    text += ["\nPer-class IoU (%) with CRF:\n",
+             _md_table(["Training labels", *classes],
+                       [[source_label(e["source"]), *(_pct(e["crf"]["per_class_iou"][c]) for c in classes)]
+                        for e in ordered])]
+    return "\n".join(text)
+
+
+def fig4_grid(path: str | os.PathLike, info: DatasetInfo, split: str,
+              predictions: Mapping[str, str | os.PathLike], n_images: int) -> list[str]:
+    """Image | ground truth | one prediction per label source, as the paper's Fig. 4."""
+    from esol.viz import colorize, image_grid
+
+    ids = [i for i in info.ids(split) if info.labels.get(split, {}).get(i)][:n_images]
+    ids = ids or info.ids(split)[:n_images]
+    rows = []
+    for image_id in ids:
+        row = [read_image(info.layout.image(image_id)), colorize(read_label(info.layout.gt_mask(image_id)))]
+        row += [colorize(read_label(Path(d) / f"{image_id}.png")) for d in predictions.values()]
+        rows.append(row)
+    titles = ["image", "ground truth", *(f"{'supervised' if s == GT else s} + CRF" for s in predictions)]
+    image_grid(path, rows, titles, row_titles=ids)
+    return ids
+
+
+# -- Table 1: seeds, seeds + CRF, pseudo masks (refinement) ----------------------
+
+TABLE1_KEYS = ("table_md", "table_csv", "grid_png")
+
+
+def table1_section(table1: Mapping[str, str | os.PathLike], report_dir: str | os.PathLike) -> str:
+    """Table 1 as the refinement's ``table1`` rule wrote it, with links to its CSV and grid.
+
+    ``table1`` holds ``table_md``, ``table_csv`` and ``grid_png``; links are relative to
+    ``report_dir``. Empty: a line saying refinement is not configured (nothing faked).
+    """
+    head = "## Table 1: seeds, seeds + CRF and pseudo masks\n"
+    if not table1:
+        return (f"{head}\nRefinement (seed CRF, IRN pseudo masks) is not configured in this run, "
+                "so there is no Table 1.\n")
+    missing = [k for k in TABLE1_KEYS if k not in table1]
+    if missing:
+        raise ValueError(f"Table 1 inputs lack {missing}")
+    rel = {k: Path(os.path.relpath(table1[k], report_dir)).as_posix() for k in TABLE1_KEYS}
+    return "\n".join([head, Path(table1["table_md"]).read_text().strip(), "",
+                      f"As CSV: [{Path(rel['table_csv']).name}]({rel['table_csv']}).\n",
+                      "Seeds, seeds after CRF and pseudo masks per method, beside the ground truth:\n",
+                      f"![Seeds, CRF and pseudo masks per method]({rel['grid_png']})\n"])
+
+
+# -- Table 6 and the seed figures -------------------------------------------------
+
+def threshold_figure(path: str | os.PathLike, sweeps: Mapping[str, Mapping[str, np.ndarray]],
+                     best: Mapping[str, float], split: str) -> None:
+    """mIoU, foreground precision and recall against the background threshold, per method."""
+    import matplotlib.pyplot as plt
+
+    from esol.viz import _save
+
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6), sharex=True)
+    for name, sw in sweeps.items():
+        for ax, key in zip(axes, ("miou", "precision", "recall"), strict=True):
+            line, = ax.plot(sw["threshold"], sw[key], label=name)
+            if key == "miou" and name in best:
+                ax.plot([best[name]], [float(np.interp(best[name], sw["threshold"], sw[key]))], "o",
+                        color=line.get_color(), ms=4)
+    for ax, title in zip(axes, ("seed mIoU", "foreground precision", "foreground recall"), strict=True):
+        ax.set(xlabel="background threshold", title=f"{title} on {split}", ylim=(0, 1))
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    _save(fig, path)
+
+
+def seeds_section(table6_md: str, split: str) -> str:
+    return "\n".join([
+        "## Table 6: seed quality per method\n", table6_md.strip(), "",
+        f"![Seed mIoU, precision and recall against the background threshold on `{split}`]"
+        "(threshold_curves.png)\n",
+        "Foreground recall against the threshold (the paper's Fig. 3d); the dashed line is the "
+        "baseline's best threshold.\n",
+        "![Foreground recall against the background threshold](recall_vs_threshold.png)\n",
+        "## Fig. 5: localization maps\n",
+        "Input, the localization map of each method, ground truth.\n",
+        "![Localization maps per method](fig5_grid.png)\n"])
+
+
+# -- Table 5: time per rule ------------------------------------------------------
+
+@dataclass
+class BenchmarkRow:
+    rule: str
+    job: str
+    seconds: float
+    cpu_seconds: float | None
+    max_rss_mb: float | None
+
+
+def read_benchmarks(folder: str | os.PathLike, exclude: Sequence[str] = ("report",)) -> list[BenchmarkRow]:
+    """Every ``<folder>/<rule>[/<wildcards...>].tsv`` Snakemake benchmark (first repeat).
+
+    Rules in ``exclude`` are skipped (the report's own benchmark is written after it runs).
+    """
+    folder = Path(folder)
+    rows = []
+    for path in sorted(folder.rglob("*.tsv")):
+        parts = path.relative_to(folder).with_suffix("").parts
+        rule, job = parts[0], "/".join(parts[1:])
+        if rule in exclude:
+            continue
+        with open(path, newline="") as f:
+            records = list(csv.DictReader(f, delimiter="\t"))
+        if not records:
+            continue
+        r = records[0]
+        rows.append(BenchmarkRow(rule, job, float(r["s"]), _float(r.get("cpu_time")),
+                                 _float(r.get("max_rss"))))
+    return rows
+
+
+def _float(v: str | None) -> float | None:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return None
+
+
+def _hms(seconds: float) -> str:
+    m, s = divmod(int(round(seconds)), 60)
+    h, m = divmod(m, 60)
+    return f"{h}:{m:02d}:{s:02d}"
+
+
+def times_section(rows: Sequence[BenchmarkRow]) -> str:
+    if not rows:
+        return "## Time per rule\n\nNo benchmark files were found.\n"
+    total = sum(r.seconds for r in rows)
+    table = _md_table(
+        ["Rule", "Job", "Wall time", "s", "CPU s", "Peak RSS (MB)"],
+        [[f"`{r.rule}`", r.job or "–", _hms(r.seconds), f"{r.seconds:.1f}",
+          "–" if r.cpu_seconds is None else f"{r.cpu_seconds:.1f}",
+          "–" if r.max_rss_mb is None else f"{r.max_rss_mb:.0f}"] for r in rows]
+        + [["**all jobs**", "", f"**{_hms(total)}**", f"**{total:.1f}**", "", ""]])
+    return "\n".join([
+        "## Time per rule (the paper's Table 5, per stage)\n",
+        "Wall time, CPU time and peak resident memory of every job of the run, from the "
+        "Snakemake `benchmark:` files. Jobs that ran in parallel overlap, so the sum exceeds "
+        "the run's wall time.\n", table, "\n![Wall time per rule](times.png)\n"])
+
+
+def times_figure(path: str | os.PathLike, rows: Sequence[BenchmarkRow]) -> None:
+    """Horizontal bars: total wall time per rule, in minutes."""
+    import matplotlib.pyplot as plt
+
+    from esol.viz import _save
+
+    per_rule: dict[str, float] = {}
+    for r in rows:
+        per_rule[r.rule] = per_rule.get(r.rule, 0.0) + r.seconds
+    names = list(per_rule)[::-1]
+    fig, ax = plt.subplots(figsize=(6, 0.35 * max(3, len(names)) + 0.8))
+    ax.barh(names, [per_rule[n] / 60 for n in names], color="tab:blue")
+    ax.set(xlabel="wall time (minutes, all jobs of the rule)", title="Time per rule")
+    ax.grid(alpha=0.3, axis="x")
+    _save(fig, path)
+
+
+# -- the report -------------------------------------------------------------------
+
+def build_report(*, config: Mapping[str, Any], dataset_json: str | os.PathLike,
+                 segmentation: Sequence[str | os.PathLike], predictions: Sequence[str | os.PathLike],
+                 sources: Sequence[str], seed_metrics: Sequence[str | os.PathLike],
+                 sweeps: Sequence[str | os.PathLike], table6_md: str | os.PathLike,
+                 table6_csv: str | os.PathLike, recall_png: str | os.PathLike,
+                 fig5_png: str | os.PathLike, benchmarks: str | os.PathLike,
+                 out: Mapping[str, str | os.PathLike],
+                 table1: Mapping[str, str | os.PathLike] | None = None) -> str:
+    """Write the report and every file it links to; returns the markdown.
+
+    ``segmentation`` and ``predictions`` follow ``sources``; ``seed_metrics`` and
+    ``sweeps`` follow ``config['methods']``. ``table1`` (the refinement's
+    ``table_md``, ``table_csv``, ``grid_png``) adds Table 1. ``out`` names the outputs:
+    ``md``, ``table3``, ``table6``, ``times``, ``fig4``, ``thresholds``, ``recall``,
+    ``fig5``, ``times_png``.
+    """
+    info = DatasetInfo.from_json(dataset_json)
+    methods = list(config["methods"])
+    seg = config["segmentation"]
+    evaluations = [json.loads(Path(p).read_text()) for p in segmentation]
+    seeds = {m: json.loads(Path(p).read_text()) for m, p in zip(methods, seed_metrics, strict=True)}
+    curves = {m: read_sweep_csv(p) for m, p in zip(methods, sweeps, strict=True)}
+    seed_split = next(iter(seeds.values()))["split"]
+    bench = read_benchmarks(benchmarks)
+
+    _write_csv(out["table3"], table3_rows(evaluations))
+    _copy(table6_csv, out["table6"])
+    _write_csv(out["times"], [r.__dict__ for r in bench])
+    times_figure(out["times_png"], bench)
+    threshold_figure(out["thresholds"], curves, {m: s["threshold"] for m, s in seeds.items()}, seed_split)
+    _copy(recall_png, out["recall"])
+    _copy(fig5_png, out["fig5"])
+    shown = fig4_grid(out["fig4"], info, seg["eval_split"], dict(zip(sources, predictions, strict=True)),
+                      config["report"]["fig4_images"])
+
+    d = config["dataset"]
+    sizes = ", ".join(f"{s} {len(info.ids(s))}" for s in info.splits)
+    parts = [
+        f"# ESOL run report: `{d['name']}`\n",
+        f"Dataset `{d['name']}` ({d['source']}): {info.num_classes} classes "
+        f"({', '.join(info.classes)}); images per split: {sizes}. Seeds are evaluated on "
+        f"`{seed_split}`, segmentation on `{seg['eval_split']}`. Every number below is read from "
+        "the run's evaluation files; see the last section for where they are.\n",
+        table3_section(evaluations, seg["model"]),
+        f"Predictions on `{seg['eval_split']}` (images {', '.join(shown)}): input, ground truth, and "
+        "the CRF prediction of the DeepLab trained on each label source (the paper's Fig. 4).\n",
+        "![Segmentation predictions](fig4_segmentation.png)\n",
+    ]
+    parts.append(table1_section(table1 or {}, Path(out["md"]).parent))
+    parts += [seeds_section(Path(table6_md).read_text(), seed_split), times_section(bench),
+              "## Files\n",
+              "Tables as CSV beside this file: `table3.csv`, `table6.csv`, `times.csv`. Under "
+              f"`results/{d['name']}/`: `seeds/<method>/` (seed sweeps), `segmentation/<source>/` "
+              "(predictions without CRF in `raw/`, with CRF in `crf/`, scores in `<split>.json`, "
+              "and `submission/` for splits without masks), `models/` (checkpoints and training "
+              "histories), `logs/` and `benchmarks/`.\n"]
+    text = "\n".join(parts)
+    _write_text(out["md"], text)
+    log.info("report: %d segmentation rows, %d methods, %d benchmarked jobs -> %s", len(evaluations),
+             len(methods), len(bench), out["md"])
+    return text

@@ -1,0 +1,165 @@
+# Segmentation (paper 4.1.2, Table 3): DeepLab-v2 trained on a label source (the
+# dataset's own masks, "gt", or a method's pseudo masks), multi-scale + flip inference
+# with dense CRF, evaluation; then the report that collects every evaluation of the run.
+
+
+report: "../report/workflow.rst"
+
+
+rule train_segmentation:
+    input:
+        dataset=prepared("dataset.json"),
+        labels=segmentation_labels,
+        init=segmentation_init,
+    output:
+        model=deeplab_path("{source}"),
+        history=f"{RESULTS}/models/deeplab_{{source}}_history.csv",
+    params:
+        model=SEGMENTATION["model"],
+        train=SEGMENTATION["train"],
+        label_dir=segmentation_label_dir,
+    log:
+        log_path("train_segmentation", "{source}"),
+    benchmark:
+        benchmark_path("train_segmentation", "{source}")
+    threads: TORCH_THREADS
+    resources:
+        mem_mb=deeplab_mem_mb(),
+        runtime=deeplab_runtime(),
+        gpu=gpus(),
+    conda:
+        "../../envs/esol.yaml"
+    script:
+        "../scripts/train_segmentation.py"
+
+
+rule predict_segmentation:
+    input:
+        dataset=prepared("dataset.json"),
+        model=deeplab_path("{source}"),
+    output:
+        raw=directory(prediction_dir("{source}", "{split}", "raw")),
+        crf=directory(prediction_dir("{source}", "{split}", "crf")),
+    params:
+        predict=SEGMENTATION["predict"],
+    log:
+        log_path("predict_segmentation", "{source}", "{split}"),
+    benchmark:
+        benchmark_path("predict_segmentation", "{source}", "{split}")
+    threads: TORCH_THREADS
+    resources:
+        mem_mb=deeplab_predict_mem_mb(),
+        runtime=deeplab_predict_runtime,
+        gpu=gpus(),
+    conda:
+        "../../envs/esol.yaml"
+    script:
+        "../scripts/predict_segmentation.py"
+
+
+rule eval_segmentation:
+    input:
+        dataset=prepared("dataset.json"),
+        raw=prediction_dir("{source}", "{split}", "raw"),
+        crf=prediction_dir("{source}", "{split}", "crf"),
+    output:
+        json=segmentation_json("{source}", "{split}"),
+    log:
+        log_path("eval_segmentation", "{source}", "{split}"),
+    benchmark:
+        benchmark_path("eval_segmentation", "{source}", "{split}")
+    threads: 1
+    resources:
+        mem_mb=eval_mem_mb(),
+        runtime=eval_runtime,
+    conda:
+        "../../envs/esol.yaml"
+    script:
+        "../scripts/eval_segmentation.py"
+
+
+rule segmentation_submission:
+    input:
+        dataset=prepared("dataset.json"),
+        crf=prediction_dir("{source}", "{split}", "crf"),
+    output:
+        directory(submission_dir("{source}", "{split}")),
+    log:
+        log_path("segmentation_submission", "{source}", "{split}"),
+    benchmark:
+        benchmark_path("segmentation_submission", "{source}", "{split}")
+    threads: 1
+    resources:
+        mem_mb=data_mem_mb(),
+        runtime=report_runtime(),
+    conda:
+        "../../envs/esol.yaml"
+    script:
+        "../scripts/segmentation_submission.py"
+
+
+rule report:
+    input:
+        unpack(report_table1_inputs),
+        dataset=prepared("dataset.json"),
+        segmentation=expand(segmentation_json("{source}"), source=SEG_SOURCES),
+        predictions=expand(
+            prediction_dir("{source}", SEGMENTATION["eval_split"], "crf"),
+            source=SEG_SOURCES,
+        ),
+        seed_metrics=expand(seed_outputs("{method}")["json"], method=METHODS),
+        sweeps=expand(seed_outputs("{method}")["csv"], method=METHODS),
+        table6_md=f"{RESULTS}/seeds/table6.md",
+        table6_csv=f"{RESULTS}/seeds/table6.csv",
+        recall_png=f"{RESULTS}/seeds/recall_vs_threshold.png",
+        fig5_png=f"{RESULTS}/seeds/fig5_grid.png",
+    output:
+        md=report_path("report.md"),
+        table3=report(
+            report_path("table3.csv"),
+            caption="../report/table3.rst",
+            category="Segmentation",
+        ),
+        fig4=report(
+            report_path("fig4_segmentation.png"),
+            caption="../report/fig4.rst",
+            category="Segmentation",
+        ),
+        table6=report(
+            report_path("table6.csv"), caption="../report/table6.rst", category="Seeds"
+        ),
+        thresholds=report(
+            report_path("threshold_curves.png"),
+            caption="../report/thresholds.rst",
+            category="Seeds",
+        ),
+        recall=report(
+            report_path("recall_vs_threshold.png"),
+            caption="../report/recall.rst",
+            category="Seeds",
+        ),
+        fig5=report(
+            report_path("fig5_grid.png"), caption="../report/fig5.rst", category="Seeds"
+        ),
+        times=report(
+            report_path("times.csv"), caption="../report/times.rst", category="Time"
+        ),
+        times_png=report(
+            report_path("times.png"), caption="../report/times.rst", category="Time"
+        ),
+    params:
+        sources=SEG_SOURCES,
+        benchmarks=f"{RESULTS}/benchmarks",
+        report=config["report"],
+    log:
+        log_path("report"),
+    benchmark:
+        benchmark_path("report")
+    threads: 1
+    resources:
+        mem_mb=eval_mem_mb(),
+        runtime=report_runtime(),
+    conda:
+        "../../envs/esol.yaml"
+    script:
+        "../scripts/report.py"
