@@ -49,6 +49,31 @@ def seed_threshold(refine_cfg: Config, seed_json: str | os.PathLike | None) -> f
         raise DatasetError(f"cannot read the best seed threshold from {seed_json}: {err}") from None
 
 
+def calibration_gamma(reference: float | None, seed_json: str | os.PathLike | None) -> float:
+    """Exponent that moves a method's best seed threshold ``t`` onto IRN's operating point.
+
+    IRN's thresholds (``conf_fg`` 0.30, ``conf_bg`` 0.05, ``sem_seg_bg_thres`` 0.25) were
+    set for CAMs whose best background score is about ``reference`` (its
+    ``cam_eval_thres``, 0.15). Maps whose best score is elsewhere (a from-scratch
+    classifier's broad CAMs, ESOL's expanded ones) are raised to ``gamma = ln(reference) /
+    ln(t)``, so ``t ** gamma == reference``: a monotone per-method rescaling that keeps
+    every ranking of pixels and puts each method at the same point of IRN's thresholds.
+    ``reference`` None: no calibration (gamma 1), IRN's thresholds on the raw maps.
+    """
+    if reference is None:
+        return 1.0
+    t = seed_threshold({"seed_threshold": "best"}, seed_json)
+    if not 0.0 < t < 1.0:
+        raise DatasetError(f"best seed threshold {t} in {seed_json} is not inside (0, 1): "
+                           "cannot calibrate (set irn.calibrate_to: null)")
+    return float(np.log(reference) / np.log(t))
+
+
+def calibrate(cams: np.ndarray, gamma: float) -> np.ndarray:
+    """``cams ** gamma`` for max-normalised maps in [0, 1] (see ``calibration_gamma``)."""
+    return cams if gamma == 1.0 else np.power(np.clip(cams, 0.0, 1.0), gamma, dtype=np.float32)
+
+
 # -- per-image work in worker processes ------------------------------------------------
 
 _WORKER: dict[str, Any] = {}
@@ -74,7 +99,8 @@ def _label_one(image_id: str) -> str:
     if w["kind"] == "crf":
         label = crf_label(image, cams, rec.keys, params["threshold"], params["crf"])
     else:
-        label = ir_label(image, cams, rec.keys, params["conf_fg"], params["conf_bg"], params["crf"])
+        label = ir_label(image, calibrate(cams, params["gamma"]), rec.keys, params["conf_fg"],
+                         params["conf_bg"], params["crf"])
     write_label(w["out"] / f"{image_id}.png", label)
     return image_id
 
@@ -109,18 +135,21 @@ def crf_seeds(cfg: Config, dataset_json: str | os.PathLike, cam_path: str | os.P
 
 
 def make_ir_labels(cfg: Config, dataset_json: str | os.PathLike, cam_path: str | os.PathLike,
-                   out_dir: str | os.PathLike, threads: int = 1) -> int:
-    """Rule ``ir_labels``: IRN's confident-region labels for every training image."""
+                   out_dir: str | os.PathLike, threads: int = 1,
+                   seed_json: str | os.PathLike | None = None) -> int:
+    """Rule ``ir_labels``: IRN's confident-region labels for every training image, on the
+    maps calibrated by ``irn.calibrate_to`` (``calibration_gamma``)."""
     labels = cfg["irn"]["labels"]
     if not labels["conf_bg"] < labels["conf_fg"]:
         raise ConfigError(f"irn.labels.conf_bg ({labels['conf_bg']}) must be below irn.labels.conf_fg "
                           f"({labels['conf_fg']})")
     info = DatasetInfo.from_json(dataset_json)
     ids = info.ids(cfg["dataset"]["train_split"])
-    log.info("IR labels: conf_fg %.2f, conf_bg %.2f, %d images, %d processes", labels["conf_fg"],
-             labels["conf_bg"], len(ids), threads)
+    gamma = calibration_gamma(cfg["irn"].get("calibrate_to"), seed_json)
+    log.info("IR labels: conf_fg %.2f, conf_bg %.2f on CAMs ** %.3f, %d images, %d processes",
+             labels["conf_fg"], labels["conf_bg"], gamma, len(ids), threads)
     _build_dir("ir", ids, dataset_json, cam_path, out_dir,
-               {"conf_fg": labels["conf_fg"], "conf_bg": labels["conf_bg"],
+               {"conf_fg": labels["conf_fg"], "conf_bg": labels["conf_bg"], "gamma": gamma,
                 "crf": dict(cfg["refine"]["crf"])}, threads, "IR labels")
     return len(ids)
 

@@ -209,16 +209,34 @@ def test_train_irn_then_pseudo_masks_under_bf16(refine_case, tmp_path, config):
                       train=dict(config["irn"]["train"], crop=16, batch_size=3, epochs=2, radius=3),
                       random_walk=dict(config["irn"]["random_walk"], exp_times=3))
     labels = tmp_path / "ir"
-    make_ir_labels(cfg, dataset_json, cams, labels)
+    seed = tmp_path / "seed.json"
+    seed.write_text('{"threshold": 0.4}')  # calibrate_to from config.yaml applies
+    make_ir_labels(cfg, dataset_json, cams, labels, seed_json=seed)
     model = tmp_path / "irn.pt"
     history = train_irn(cfg, dataset_json, labels, classifier, model, tmp_path / "irn.csv")
     assert len(history) == 2 and all(np.isfinite(r["loss"]) for r in history)
     assert {"pos_aff", "neg_aff", "dp_fg", "dp_bg"} <= set(history[0])
     assert model.is_file() and not (tmp_path / "irn.pt.partial").exists()
     masks = tmp_path / "masks"
-    assert make_pseudo_masks(cfg, dataset_json, model, cams, masks) == 3
+    assert make_pseudo_masks(cfg, dataset_json, model, cams, masks, seed_json=seed) == 3
     for image_id in ("a", "b", "c"):
         mask = read_label(masks / f"{image_id}.png")
         assert mask.shape == (12, 16)
         assert set(np.unique(mask)) <= {0, *info.labels["train_aug"][image_id]}
     assert read_label(masks / "c.png").max() == 0  # no class, no mask
+
+
+def test_calibration_gamma_maps_the_best_seed_threshold_to_the_reference(tmp_path):
+    from esol.refine import calibrate, calibration_gamma
+
+    seed = tmp_path / "seed.json"
+    seed.write_text('{"threshold": 0.5}')
+    # 0.5 ** g = 0.25  ->  g = 2; the map is squared, its ranking kept.
+    assert calibration_gamma(0.25, seed) == pytest.approx(2.0)
+    cams = np.array([[0.0, 0.5, 1.0]], np.float32)
+    np.testing.assert_allclose(calibrate(cams, 2.0), [[0.0, 0.25, 1.0]])
+    assert calibration_gamma(None, None) == 1.0
+    assert calibrate(cams, 1.0) is cams
+    seed.write_text('{"threshold": 1.0}')
+    with pytest.raises(DatasetError, match="seed.json"):
+        calibration_gamma(0.15, seed)

@@ -54,9 +54,11 @@ rule ir_labels:
     input:
         dataset=prepared("dataset.json"),
         cams=cam_path("{method}", DATASET["train_split"]),
+        seed=seed_outputs("{method}")["json"],
     output:
         labels=directory(ir_label_dir("{method}")),
     params:
+        calibrate_to=config["irn"]["calibrate_to"],
         labels=config["irn"]["labels"],
         crf=config["refine"]["crf"],
     log:
@@ -104,9 +106,11 @@ rule pseudo_masks:
         dataset=prepared("dataset.json"),
         model=model_path("irn_{method}"),
         cams=cam_path("{method}", DATASET["train_split"]),
+        seed=seed_outputs("{method}")["json"],
     output:
         masks=directory(pseudo_mask_dir("{method}")),
     params:
+        calibrate_to=config["irn"]["calibrate_to"],
         random_walk=config["irn"]["random_walk"],
     log:
         log_path("pseudo_masks", "{method}"),

@@ -5,4 +5,5 @@ from esol.utils import rule_logging
 
 with rule_logging(snakemake.log[0], snakemake.threads):  # noqa: F821
     make_pseudo_masks(snakemake.config, snakemake.input.dataset, snakemake.input.model,  # noqa: F821
-                      snakemake.input.cams, snakemake.output.masks)  # noqa: F821
+                      snakemake.input.cams, snakemake.output.masks,  # noqa: F821
+                      seed_json=snakemake.input.seed)  # noqa: F821
