@@ -41,6 +41,7 @@ pytestmark = [pytest.mark.cluster, pytest.mark.slow,
 GPU_RULE = "train_classifier"
 GPU_OVERRIDE = ["--set-resources", f"{GPU_RULE}:gpu=1"]
 CAM_TARGET = "results/cluster/seeds/cam/train.json"
+SEED_TARGET = "results/cluster/seeds/table6.md"
 
 
 @pytest.fixture(scope="module")
@@ -59,8 +60,8 @@ def runs(cluster, tmp_path_factory) -> dict[str, Run]:
     """
     tmp = tmp_path_factory.mktemp("runs")
     started = {
-        "local": start(tmp / "local", cluster_config(), *local_args()),
-        "slurm": start(tmp / "slurm", cluster_config(), *slurm_args(), *GPU_OVERRIDE,
+        "local": start(tmp / "local", cluster_config(), SEED_TARGET, *local_args()),
+        "slurm": start(tmp / "slurm", cluster_config(), SEED_TARGET, *slurm_args(), *GPU_OVERRIDE,
                        env=cluster.env()),
         "slurm-generic": start(tmp / "generic", cluster_config(), CAM_TARGET, *generic_args(),
                                *GPU_OVERRIDE, env=cluster.env()),
@@ -162,7 +163,7 @@ def test_a_failing_rule_stops_snakemake_with_an_error(cluster, runs, profile, re
     assert squeue_records(cluster)[jobids[0]]["state"] == "FAILED"
     log = (run.results / "broken" / "logs" / "prepare_data.log").read_text()
     empty_voc = failing_root(run)
-    assert "split list not found" in log and str(empty_voc) in log
+    assert "no train_aug list" in log and str(empty_voc) in log
 
 
 def _status(cluster, jobid: str) -> str:

@@ -48,6 +48,9 @@ def cluster_config() -> dict:
     cfg["methods"] = {m: cfg["methods"][m] for m in ("cam", "esol")}
     cfg["cam"] = {"scales": [1.0], "flip": True}
     cfg["figures"].update(fig5_methods=["cam", "esol"], fig5_images=2, recall_methods=["cam", "esol"])
+    # Seeds only (the runs target Table 6): every kind of network rule is already there.
+    cfg["refine"]["methods"] = []
+    cfg["segmentation"].update(supervised=False, methods=[])
     return cfg
 
 
