@@ -147,11 +147,12 @@ def test_report_has_every_table_and_its_links_resolve(tiny_run):
     text = report.read_text()
     for heading in ("## Table 3", "## Table 1", "## Table 6", "## Fig. 5", "## Time per rule"):
         assert heading in text, heading
-    assert "Refinement (seed CRF, IRN pseudo masks) is not configured" in text
-    assert "| ground truth (fully supervised) |" in text
+    assert "| `esol` |" in text.split("## Table 1")[1].split("## Table 6")[0]  # refine's table
+    assert "| ground truth (fully supervised) |" in text and "| `esol` pseudo masks |" in text
     assert "`train_segmentation`" in text and "`train_classifier`" in text
     links = re.findall(r"\]\(([^)]+)\)", text)
-    assert {"fig4_segmentation.png", "threshold_curves.png", "fig5_grid.png", "times.png"} <= set(links)
+    assert {"fig4_segmentation.png", "threshold_curves.png", "fig5_grid.png", "times.png",
+            "../refine/table1_grid.png", "../refine/table1.csv"} <= set(links)
     for link in links:
         target = report.parent / link
         assert target.is_file() and target.stat().st_size > 0, link
