@@ -15,7 +15,27 @@ from esol.data.voc import DatasetInfo, read_image
 log = logging.getLogger(__name__)
 
 
-class ClassificationDataset(Dataset):
+class EpochSeededDataset(Dataset):
+    """A dataset over ``self.ids`` whose augmentation draws from an RNG seeded by
+    ``(seed, epoch, index)``: any worker, and a run resumed mid-training, draws the same
+    crops. Subclasses set ``ids`` and ``seed``; the training loop calls :meth:`set_epoch`.
+    """
+
+    ids: list[str]
+    seed: int
+    epoch: int = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def rng(self, index: int) -> np.random.Generator:
+        return np.random.default_rng([self.seed, self.epoch, index])
+
+
+class ClassificationDataset(EpochSeededDataset):
     """Training images with multi-hot labels, augmented as IRN's ``train_cam``.
 
     Images whose mask holds no object class cannot teach a classifier; they are skipped
@@ -31,17 +51,10 @@ class ClassificationDataset(Dataset):
         if skipped:
             log.warning("%s: skipping %d images without any object class", split, skipped)
         self.resize_long, self.crop, self.seed, self.hflip = tuple(resize_long), crop, seed, hflip
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return len(self.ids)
 
     def __getitem__(self, index: int) -> dict:
         image_id = self.ids[index]
-        rng = np.random.default_rng([self.seed, self.epoch, index])
+        rng = self.rng(index)
         img = read_image(self.info.layout.image(image_id))
         img = T.random_resize_long(img, *self.resize_long, rng)
         if self.hflip:

@@ -22,11 +22,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from esol.cam import CamStore
 from esol.data import transforms as T
+from esol.data.datasets import EpochSeededDataset
 from esol.data.voc import IGNORE, DatasetInfo, read_image, read_label, write_label
 from esol.engine import file_digest, fit, history_csv, load_checkpoint, save_checkpoint
 from esol.irn.losses import irn_loss
@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 Config = Mapping[str, Any]
 
 
-class AffinityDataset(Dataset):
+class AffinityDataset(EpochSeededDataset):
     """Images with their IR labels, augmented as IRN's ``VOC12AffinityDataset``.
 
     Per sample: random rescale in ``rescale`` (image bicubic, label nearest), ImageNet
@@ -60,17 +60,11 @@ class AffinityDataset(Dataset):
             raise ConfigError(f"irn.train.crop must be a multiple of 4 (the label stride), got {crop}")
         self.info, self.ids = info, info.ids(split)
         self.label_dir = Path(label_dir)
-        self.crop, self.rescale, self.seed, self.epoch = crop, tuple(rescale), seed, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return len(self.ids)
+        self.crop, self.rescale, self.seed = crop, tuple(rescale), seed
 
     def __getitem__(self, index: int) -> dict:
         image_id = self.ids[index]
-        rng = np.random.default_rng([self.seed, self.epoch, index])
+        rng = self.rng(index)
         img = read_image(self.info.layout.image(image_id))
         label = read_label(self.label_dir / f"{image_id}.png")
         if label.shape != img.shape[:2]:

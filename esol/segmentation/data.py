@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
 from esol.data import transforms as T
+from esol.data.datasets import EpochSeededDataset
 from esol.data.voc import DatasetInfo, read_image, read_label
 from esol.utils import DatasetError
 
@@ -63,7 +63,7 @@ class LabelSource:
         return label
 
 
-class SegmentationDataset(Dataset):
+class SegmentationDataset(EpochSeededDataset):
     """(image, mask) crops of ``split`` for DeepLab training (see the module doc)."""
 
     def __init__(self, info: DatasetInfo, split: str, source: LabelSource, scale: Sequence[float],
@@ -76,17 +76,10 @@ class SegmentationDataset(Dataset):
                 raise DatasetError(f"pseudo-mask folder {source.label_dir} lacks {len(missing)} of the "
                                    f"{len(self.ids)} {split} images, e.g. {source.path(missing[0])}")
         self.scale, self.crop, self.seed, self.hflip = tuple(scale), int(crop), seed, hflip
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return len(self.ids)
 
     def __getitem__(self, index: int) -> dict:
         image_id = self.ids[index]
-        rng = np.random.default_rng([self.seed, self.epoch, index])
+        rng = self.rng(index)
         img = read_image(self.info.layout.image(image_id))
         label = self.source.read(image_id, img.shape[:2])
         img, label = T.random_scale(img, *self.scale, rng, label=label)
