@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +24,21 @@ def load_config(path: Path = REPO / "config.yaml") -> dict:
     cfg = yaml.safe_load(path.read_text())
     validate(cfg, str(SCHEMA))
     return cfg
+
+
+def module_scratch(request: pytest.FixtureRequest, factory: pytest.TempPathFactory,
+                   name: str) -> Iterator[Path]:
+    """A folder for a module-scoped fixture, removed when its module passed.
+
+    The end-to-end fixtures write hundreds of MB of checkpoints; pytest keeps them to the
+    session's end, and CI machines have run out of disk on that. A module with a
+    failure keeps its folder for inspection.
+    """
+    failed_before = request.session.testsfailed
+    path = factory.mktemp(name)
+    yield path
+    if request.session.testsfailed == failed_before:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture

@@ -22,12 +22,14 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
 
 from cluster import one_node_slurm
+from conftest import module_scratch
 from cluster.one_node_slurm import OneNodeSlurm
 from cluster.workflow_runs import (FAIL_TIMEOUT, PROFILES, Run, cluster_config, differences,
                                    failing_config, generic_args, generic_submissions,
@@ -51,14 +53,15 @@ def cluster():
 
 
 @pytest.fixture(scope="module")
-def runs(cluster, tmp_path_factory) -> dict[str, Run]:
+def runs(cluster, request, tmp_path_factory) -> Iterator[dict[str, Run]]:
     """Every Snakemake run of this module, started at once and waited for.
 
     The SLURM runs spend most of their time waiting (for the scheduler, between status
     checks); running them beside the local run keeps the module's wall time near that
     of the longest run. Results are unaffected: one thread per job in every run.
     """
-    tmp = tmp_path_factory.mktemp("runs")
+    scratch = module_scratch(request, tmp_path_factory, "runs")
+    tmp = next(scratch)
     started = {
         "local": start(tmp / "local", cluster_config(), SEED_TARGET, *local_args()),
         "slurm": start(tmp / "slurm", cluster_config(), SEED_TARGET, *slurm_args(), *GPU_OVERRIDE,
@@ -73,7 +76,8 @@ def runs(cluster, tmp_path_factory) -> dict[str, Run]:
         started[f"failing-{profile}"] = start(tmp / f"failing-{profile}",
                                               failing_config(empty_voc), *args,
                                               env=cluster.env(), timeout=FAIL_TIMEOUT)
-    return wait_all(started)
+    yield wait_all(started)
+    next(scratch, None)
 
 
 @pytest.fixture(scope="module")

@@ -90,9 +90,10 @@ def test_backbone_gets_no_gradient_in_the_sampler_stages():
 @pytest.fixture(scope="module")
 def chain(tmp_path_factory, request):
     """classifier -> expansion -> shrinkage on a tiny synthetic set, through the library."""
-    from conftest import load_config
+    from conftest import load_config, module_scratch
 
-    tmp = tmp_path_factory.mktemp("chain")
+    scratch = module_scratch(request, tmp_path_factory, "chain")
+    tmp = next(scratch)
     cfg = copy.deepcopy(load_config())
     cfg["dataset"]["synthetic"].update(num_classes=2, image_size=[64, 72],
                                        counts={"train_aug": 8, "train": 4, "val": 2, "test": 0})
@@ -107,7 +108,8 @@ def chain(tmp_path_factory, request):
     train_classifier(cfg, tmp / "d.json", tmp / "clf.pt", tmp / "clf.csv")
     train_expansion(cfg, esol, tmp / "clf.pt", tmp / "d.json", tmp / "exp.pt")
     train_shrinkage(cfg, esol, tmp / "exp.pt", tmp / "d.json", tmp / "shr.pt", tmp / "shr.csv")
-    return cfg, tmp
+    yield cfg, tmp
+    next(scratch, None)
 
 
 def test_checkpoint_chain_loads_and_makes_cams(chain):

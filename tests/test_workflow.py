@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import REPO, load_config
+from conftest import REPO, load_config, module_scratch
 
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
 
@@ -56,13 +56,14 @@ def _all_background_miou(conf: np.ndarray) -> float:
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    work = tmp_path_factory.mktemp("e2e")
-    (work / "tiny.yaml").write_text(yaml.safe_dump(tiny_config()))
-    run = subprocess.run([SNAKEMAKE, "-s", str(REPO / "Snakefile"), "-d", str(work), "--configfile",
-                          str(work / "tiny.yaml"), "--cores", "2"], capture_output=True, text=True)
-    assert run.returncode == 0, run.stderr[-4000:]
-    return work, work / "results" / "tiny"
+def tiny_run(request, tmp_path_factory):
+    for work in module_scratch(request, tmp_path_factory, "e2e"):
+        (work / "tiny.yaml").write_text(yaml.safe_dump(tiny_config()))
+        run = subprocess.run([SNAKEMAKE, "-s", str(REPO / "Snakefile"), "-d", str(work),
+                              "--configfile", str(work / "tiny.yaml"), "--cores", "2"],
+                             capture_output=True, text=True)
+        assert run.returncode == 0, run.stderr[-4000:]
+        yield work, work / "results" / "tiny"
 
 
 @pytest.mark.slow
