@@ -150,7 +150,7 @@ def test_slurm_generic_profile_sends_every_job_through_slurm(cluster, generic_ru
     produced = [p for p in (str(f.relative_to(generic_run.results))
                             for f in generic_run.results.rglob("*") if f.is_file())
                 if Path(p).parts[1] not in ("logs", "benchmarks")]
-    assert f"cluster/seeds/cam/train.json" in produced
+    assert "cluster/seeds/cam/train.json" in produced
     assert differences(local_run, generic_run, produced) == []
 
 

@@ -9,7 +9,7 @@ from scipy import ndimage
 
 from esol.cam import CamRecord, write_cams
 from esol.crf import crf_inference_label, crf_label, ir_label, threshold_indices
-from esol.data.voc import DatasetInfo, prepare_dataset, read_label, write_label
+from esol.data.voc import prepare_dataset, read_label, write_label
 from esol.labeldir import LabelDir
 from esol.refine import (crf_seeds, evaluate_label_dir, make_ir_labels, seed_threshold,
                          table1_csv, table1_markdown, table1_rows)

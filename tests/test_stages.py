@@ -5,7 +5,7 @@ import copy
 import pytest
 import torch
 
-from esol.cam import CamStore, make_cams
+from esol.cam import CamStore
 from esol.data import synthetic
 from esol.data.voc import DatasetInfo, prepare_dataset
 from esol.models.esol_net import Arch, ESOLNet
