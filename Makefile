@@ -50,6 +50,6 @@ bench-fullscale: $(STAMP)
 .PHONY: bench-gpu
 bench-gpu: $(STAMP)
 	$(BIN)/python benchmarks/gpu_measure.py --config configs/voc12.yaml --size 375 500 --classes 20 \
-		--out benchmarks/out/gpu_measure_voc12.json
+		--classes-per-image 2 --reps 5 --images 5 --out benchmarks/out/gpu_measure_voc12.json
 	$(BIN)/python benchmarks/gpu_measure.py --config configs/coco14.yaml --size 480 640 --classes 80 \
-		--out benchmarks/out/gpu_measure_coco14.json
+		--classes-per-image 3 --reps 5 --images 5 --out benchmarks/out/gpu_measure_coco14.json
