@@ -22,6 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from esol.evaluate import write_json
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from cluster import one_node_slurm  # noqa: E402
@@ -58,9 +60,7 @@ def main() -> None:
             result[name] = {"wall_seconds": round(run.seconds, 1), "slurm_jobs": jobs.get(name),
                             "differences_from_local": differences(runs["local"], run)}
     result["load_average_after"] = os.getloadavg()
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1) + "\n")
+    write_json(args.out, result)
     print(json.dumps(result, indent=1))
 
 

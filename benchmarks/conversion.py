@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -32,16 +31,8 @@ import scipy.io
 from PIL import Image
 
 from esol.data import coco, voc, voc_aug
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+from esol.evaluate import write_json
+from machine import cpu_name
 
 
 def _rss() -> int:
@@ -151,14 +142,12 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=400)
     ap.add_argument("--workers", type=int, default=2)
     args = ap.parse_args()
-    results = {"cpu": _cpu_name(), "cpus": os.cpu_count(),
+    results = {"cpu": cpu_name(), "cpus": os.cpu_count(),
                "workers": args.workers}
     with tempfile.TemporaryDirectory() as tmp:
         results["coco"] = bench_coco(Path(tmp), args.images, args.workers)
         results["sbd"] = bench_sbd_and_prepare(Path(tmp), args.images, args.workers)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=1) + "\n")
+    write_json(args.out, results)
     print(json.dumps(results, indent=1))
 
 

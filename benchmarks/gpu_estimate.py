@@ -31,6 +31,7 @@ import yaml
 from torch.utils.flop_counter import FlopCounterMode
 
 from esol.cam import multiscale_cam
+from esol.evaluate import write_json
 from esol.losses import classification_loss
 from esol.models.deform import DeformableSampler
 from esol.stages import build_classifier, expansion_objective, shrinkage_objective
@@ -130,9 +131,7 @@ def main() -> None:
     result = {"config": args.config, "image_size": args.size, "stages": stages,
               "total_hours": {str(t): sum(s["hours"][str(t)] for s in stages.values())
                               for t in args.tflops}}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1) + "\n")
+    write_json(args.out, result)
     print(json.dumps(result, indent=1))
 
 

@@ -44,6 +44,7 @@ import yaml
 
 from esol.cam import multiscale_cam
 from esol.data.voc import IGNORE
+from esol.evaluate import write_json
 from esol.irn.losses import irn_loss
 from esol.irn.net import IRNArch, IRNet
 from esol.irn.paths import pair_index, path_affinity, relation_labels
@@ -262,9 +263,7 @@ def main() -> None:
         result["modes"][mode] = {"images_per_s": ips, "hours": hours,
                                  "total_hours": sum(hours.values())}
         print(mode, json.dumps(result["modes"][mode], indent=1), flush=True)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1) + "\n")
+    write_json(args.out, result)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,8 @@ import multiprocessing
 import platform
 import resource
 import time
-from pathlib import Path
+
+from esol.evaluate import write_json
 
 
 def _rss_mb() -> float:
@@ -91,10 +92,8 @@ def main() -> None:
     result = {"what": "sparse random walk of esol.irn.random_walk (IRN make_sem_seg_labels)",
               "random_walk": walk, "device": args.device, "cpu": platform.processor() or
               platform.machine(), "cases": cases}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1) + "\n")
-    print(f"wrote {out}")
+    write_json(args.out, result)
+    print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":

@@ -22,7 +22,8 @@ import resource
 import subprocess
 import sys
 import time
-from pathlib import Path
+
+from esol.evaluate import write_json
 
 CASES = [
     # kind, depth, batch (train) or 1 (cam), side in pixels
@@ -104,8 +105,7 @@ def main() -> None:
         print(json.dumps(rows[-1]), flush=True)
     result = {"cpu": platform.processor() or platform.machine(), "threads": args.threads,
               "cases": rows}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+    write_json(args.out, result)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -30,19 +29,11 @@ from esol.cam import multiscale_cam
 from esol.data import synthetic
 from esol.data.datasets import ClassificationDataset
 from esol.data.voc import prepare_dataset, read_image
+from esol.evaluate import write_json
 from esol.losses import classification_loss
 from esol.stages import build_classifier, expansion_objective, shrinkage_objective
 from esol.utils import select_device
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+from machine import cpu_name
 
 
 def _step_fn(net, objective, optimizer):
@@ -91,7 +82,7 @@ def main() -> None:
     n_train = bs * (args.steps + 2)
     syn["counts"] = {"train_aug": n_train, "train": args.images, "val": 1, "test": 0}
     results: dict = {"config": args.config, "device": str(device), "threads": args.threads,
-                     "torch": torch.__version__, "cpu": _cpu_name(),
+                     "torch": torch.__version__, "cpu": cpu_name(),
                      "batch_size": bs, "crop": cfg["classifier"]["crop"], "stages": {}}
     with tempfile.TemporaryDirectory() as tmp:
         names = synthetic.generate(tmp, syn, seed=cfg["seed"])
@@ -125,9 +116,7 @@ def main() -> None:
             secs = time.perf_counter() - start
             results[f"make_cam_{name}"] = {"images_per_s": len(images) / secs,
                                            "scales": cfg["cam"]["scales"], "flip": cfg["cam"]["flip"]}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=1) + "\n")
+    write_json(args.out, results)
     print(json.dumps(results, indent=1))
 
 
