@@ -158,3 +158,17 @@ def test_add_borders_by_hand():
     # Pixels with a different label within the 3x3 neighbourhood become 255: the ring
     # of the square and the ring around it; only the centre keeps its class.
     assert out[2, 2] == 2 and (out[out != 2] == 255).sum() == 24
+
+
+def test_synthetic_objects_stand_out_from_the_background(tmp_path):
+    # The CRF and IRN refine seeds along colour edges (docs/method.md, "Refinement on
+    # the embedded data"): objects must be darker than the pale background in every
+    # image, by a wide margin on average. The first design failed this.
+    synthetic.generate(tmp_path, SYN, seed=0)
+    gaps = []
+    for mask in sorted((tmp_path / "SegmentationClassAug").glob("*.png")):
+        label = voc.read_label(mask)
+        value = voc.read_image(tmp_path / "JPEGImages" / f"{mask.stem}.jpg").max(axis=2)
+        gaps.append(float(np.median(value[label == 0])) - float(np.median(value[label > 0])))
+    assert len(gaps) == 8 and min(gaps) > 0, gaps
+    assert np.mean(gaps) > 40, gaps
