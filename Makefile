@@ -41,15 +41,15 @@ clean:
 .PHONY: bench-fullscale
 bench-fullscale: $(STAMP)
 	$(BIN)/python benchmarks/conversion.py --images 1000 --out benchmarks/out/conversion.json
-	$(BIN)/python benchmarks/gpu_estimate.py --config configs/voc12.yaml --size 375 500 --classes 20 \
+	$(BIN)/python benchmarks/gpu_estimate.py --config config/voc12.yaml --size 375 500 --classes 20 \
 		--out benchmarks/out/gpu_estimate_voc12.json
-	$(BIN)/python benchmarks/gpu_estimate.py --config configs/coco14.yaml --size 480 640 --classes 80 \
+	$(BIN)/python benchmarks/gpu_estimate.py --config config/coco14.yaml --size 480 640 --classes 80 \
 		--out benchmarks/out/gpu_estimate_coco14.json
 
 # Stage timings on a GPU (README, "How long each stage takes"); needs CUDA.
 .PHONY: bench-gpu
 bench-gpu: $(STAMP)
-	$(BIN)/python benchmarks/gpu_measure.py --config configs/voc12.yaml --size 375 500 --classes 20 \
+	$(BIN)/python benchmarks/gpu_measure.py --config config/voc12.yaml --size 375 500 --classes 20 \
 		--classes-per-image 2 --reps 5 --images 5 --out benchmarks/out/gpu_measure_voc12.json
-	$(BIN)/python benchmarks/gpu_measure.py --config configs/coco14.yaml --size 480 640 --classes 80 \
+	$(BIN)/python benchmarks/gpu_measure.py --config config/coco14.yaml --size 480 640 --classes 80 \
 		--classes-per-image 3 --reps 5 --images 5 --out benchmarks/out/gpu_measure_coco14.json

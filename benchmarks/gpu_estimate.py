@@ -6,7 +6,7 @@ CAM (configured scales and flip, at a typical image size) on the CPU, multiplies
 images each stage processes under the config (epochs x training images; methods x seed
 images), and divides by sustained GPU throughputs given on the command line.
 
-    python benchmarks/gpu_estimate.py --config configs/voc12.yaml --size 375 500 \
+    python benchmarks/gpu_estimate.py --config config/voc12.yaml --size 375 500 \
         --out benchmarks/out/gpu_estimate_voc12.json
 
 FLOPs come from ``torch.utils.flop_counter.FlopCounterMode`` (2 per multiply-add),
@@ -111,7 +111,7 @@ def workload(cfg: dict) -> dict[str, float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--config", default="configs/voc12.yaml")
+    ap.add_argument("--config", default="config/voc12.yaml")
     ap.add_argument("--size", type=int, nargs=2, default=[375, 500], help="typical image H W for CAMs")
     ap.add_argument("--classes", type=int, default=20)
     ap.add_argument("--tflops", type=float, nargs="+", default=[7.0, 20.0],

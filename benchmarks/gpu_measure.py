@@ -3,7 +3,7 @@
 Not a test: it measures and writes figures to a JSON file (README, "How long each
 stage takes"). Run it on a machine with a GPU:
 
-    python benchmarks/gpu_measure.py --config configs/voc12.yaml --size 375 500 --classes 20 \
+    python benchmarks/gpu_measure.py --config config/voc12.yaml --size 375 500 --classes 20 \
         --out benchmarks/out/gpu_measure_voc12.json
 
 Measured with this project's code, on random tensors of the configured sizes (timing
@@ -214,7 +214,7 @@ def deeplab_stage(cfg: dict, size: tuple[int, int], classes: int, dtype, warmup:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--config", default="configs/voc12.yaml")
+    ap.add_argument("--config", default="config/voc12.yaml")
     ap.add_argument("--size", type=int, nargs=2, default=[375, 500], help="typical image H W")
     ap.add_argument("--classes", type=int, default=20)
     ap.add_argument("--classes-per-image", type=int, default=2,

@@ -2,7 +2,7 @@
 
 Not a test: it measures and writes figures to a JSON file (README, "Benchmarks").
 
-    python benchmarks/throughput.py --out benchmarks/out/throughput.json [--config config.yaml]
+    python benchmarks/throughput.py --out benchmarks/out/throughput.json [--config config/config.yaml]
 
 For each stage (classifier, expansion, shrinkage) it times optimiser steps at the
 configured batch size and crop, and counts the step's floating-point operations with
@@ -68,7 +68,7 @@ def _flops(step, batch) -> int:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--config", default="config.yaml")
+    ap.add_argument("--config", default="config/config.yaml")
     ap.add_argument("--out", default="benchmarks/out/throughput.json")
     ap.add_argument("--steps", type=int, default=6, help="timed steps per stage (after 2 warm-up)")
     ap.add_argument("--images", type=int, default=12, help="images timed for CAM extraction")

@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[1]
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
 
 
-def load_config(path: Path = REPO / "config.yaml") -> dict:
+def load_config(path: Path = REPO / "config" / "config.yaml") -> dict:
     from snakemake.utils import validate
 
     cfg = yaml.safe_load(path.read_text())

@@ -24,8 +24,8 @@ CPU = torch.device("cpu")
 
 @pytest.fixture
 def tiny_voc_config() -> dict:
-    """configs/voc12.yaml shrunk to a ResNet-18 at crops a CPU steps through in seconds."""
-    cfg = copy.deepcopy(yaml.safe_load((REPO / "configs" / "voc12.yaml").read_text()))
+    """config/voc12.yaml shrunk to a ResNet-18 at crops a CPU steps through in seconds."""
+    cfg = copy.deepcopy(yaml.safe_load((REPO / "config" / "voc12.yaml").read_text()))
     cfg["model"]["backbone"].update(depth=18)
     cfg["classifier"].update(batch_size=2, crop=64)
     cfg["cam"]["scales"] = [1.0]

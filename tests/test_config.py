@@ -41,7 +41,7 @@ def test_snakemake_refuses_a_bad_config_before_any_job(tmp_path):
     cfg["classifier"]["epochs"] = -1
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump(cfg))
-    run = subprocess.run([str(Path(sys.executable).parent / "snakemake"), "-s", str(REPO / "Snakefile"),
+    run = subprocess.run([str(Path(sys.executable).parent / "snakemake"), "-s", str(REPO / "workflow" / "Snakefile"),
                           "-d", str(tmp_path), "--configfile", str(path), "--cores", "1"],
                          capture_output=True, text=True)
     assert run.returncode != 0

@@ -185,7 +185,7 @@ def coco_tree(tmp_path):
 
 
 def voc12_config(voc_root: Path, sbd_root: Path | None, work: Path) -> dict:
-    cfg = load_config(REPO / "configs" / "voc12.yaml")
+    cfg = load_config(REPO / "config" / "voc12.yaml")
     cfg["dataset"].update(root=str(voc_root), sbd_root=str(sbd_root) if sbd_root else None,
                           converted_root=str(work / "converted"),
                           expected_counts={"train": 2, "val": 2, "train_aug": 5})
@@ -193,7 +193,7 @@ def voc12_config(voc_root: Path, sbd_root: Path | None, work: Path) -> dict:
 
 
 def coco14_config(coco_root: Path, work: Path) -> dict:
-    cfg = load_config(REPO / "configs" / "coco14.yaml")
+    cfg = load_config(REPO / "config" / "coco14.yaml")
     cfg["dataset"]["coco"]["root"] = str(coco_root)
     cfg["dataset"].update(converted_root=str(work / "converted"),
                           expected_counts={"train": 3, "val": 2})
@@ -415,7 +415,7 @@ def test_coco_unknown_category_names_the_annotation(coco_tree, tmp_path):
 
 def _snakemake(work: Path, cfg: dict, *args: str) -> subprocess.CompletedProcess:
     (work / "config.yaml").write_text(yaml.safe_dump(cfg))
-    return subprocess.run([SNAKEMAKE, "-s", str(REPO / "Snakefile"), "-d", str(work), "--configfile",
+    return subprocess.run([SNAKEMAKE, "-s", str(REPO / "workflow" / "Snakefile"), "-d", str(work), "--configfile",
                            str(work / "config.yaml"), *args], capture_output=True, text=True)
 
 

@@ -26,7 +26,7 @@ def dry_run_jobs(work: Path, cfg: dict, *args: str) -> dict[str, dict]:
     """rule name -> {"threads": int, "resources": {name: str}} of the first job per rule."""
     work.mkdir(parents=True, exist_ok=True)
     (work / "config.yaml").write_text(yaml.safe_dump(cfg))
-    out = subprocess.run([SNAKEMAKE, "-s", str(REPO / "Snakefile"), "-d", str(work), "-n",
+    out = subprocess.run([SNAKEMAKE, "-s", str(REPO / "workflow" / "Snakefile"), "-d", str(work), "-n",
                           "--configfile", str(work / "config.yaml"), *args],
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]

@@ -59,7 +59,7 @@ def _all_background_miou(conf: np.ndarray) -> float:
 def tiny_run(request, tmp_path_factory):
     for work in module_scratch(request, tmp_path_factory, "e2e"):
         (work / "tiny.yaml").write_text(yaml.safe_dump(tiny_config()))
-        run = subprocess.run([SNAKEMAKE, "-s", str(REPO / "Snakefile"), "-d", str(work),
+        run = subprocess.run([SNAKEMAKE, "-s", str(REPO / "workflow" / "Snakefile"), "-d", str(work),
                               "--configfile", str(work / "tiny.yaml"), "--cores", "2"],
                              capture_output=True, text=True)
         assert run.returncode == 0, run.stderr[-4000:]
@@ -122,7 +122,7 @@ def test_seeds_beat_an_all_background_prediction(tiny_run):
 @pytest.mark.slow
 def test_rerun_has_nothing_to_do(tiny_run):
     work, _ = tiny_run
-    run = subprocess.run([SNAKEMAKE, "-s", str(REPO / "Snakefile"), "-d", str(work), "--configfile",
+    run = subprocess.run([SNAKEMAKE, "-s", str(REPO / "workflow" / "Snakefile"), "-d", str(work), "--configfile",
                           str(work / "tiny.yaml"), "-n"], capture_output=True, text=True)
     assert run.returncode == 0 and "Nothing to be done" in run.stdout + run.stderr
 
@@ -164,7 +164,7 @@ def test_report_has_every_table_and_its_links_resolve(tiny_run):
 @pytest.mark.slow
 def test_snakemake_html_report(tiny_run):
     work, _ = tiny_run
-    run = subprocess.run([SNAKEMAKE, "-s", str(REPO / "Snakefile"), "-d", str(work), "--configfile",
+    run = subprocess.run([SNAKEMAKE, "-s", str(REPO / "workflow" / "Snakefile"), "-d", str(work), "--configfile",
                           str(work / "tiny.yaml"), "--report", str(work / "report.html")],
                          capture_output=True, text=True)
     assert run.returncode == 0, run.stderr[-4000:]

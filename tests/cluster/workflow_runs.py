@@ -35,7 +35,7 @@ FAIL_TIMEOUT = 300
 
 def cluster_config() -> dict:
     """The smallest config that runs every kind of rule: 2 methods, 1 epoch, 28 images."""
-    cfg = yaml.safe_load((REPO / "config.yaml").read_text())
+    cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     cfg = copy.deepcopy(cfg)
     cfg["device"] = "cpu"
     cfg["dataset"]["name"] = NAME
@@ -138,7 +138,7 @@ def start(work: Path, cfg: dict, *args: str, env: dict | None = None,
     """Start ``snakemake`` on this repository's Snakefile in ``work`` with ``cfg``."""
     work.mkdir(parents=True, exist_ok=True)
     (work / "config.yaml").write_text(yaml.safe_dump(cfg))
-    cmd = [SNAKEMAKE, "-s", str(REPO / "Snakefile"), "-d", str(work), "--configfile",
+    cmd = [SNAKEMAKE, "-s", str(REPO / "workflow" / "Snakefile"), "-d", str(work), "--configfile",
            str(work / "config.yaml"), "--max-threads", str(THREADS), *args]
     return Started(work, cmd, env, timeout)
 

@@ -17,7 +17,7 @@ rule make_cam:
         runtime=cam_runtime,
         gpu=gpus(),
     conda:
-        "../../envs/esol.yaml"
+        "../envs/esol.yaml"
     script:
         "../scripts/make_cam.py"
 
@@ -39,6 +39,6 @@ rule eval_seed:
         mem_mb=eval_mem_mb(),
         runtime=eval_runtime,
     conda:
-        "../../envs/esol.yaml"
+        "../envs/esol.yaml"
     script:
         "../scripts/eval_seed.py"

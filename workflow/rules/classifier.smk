@@ -18,6 +18,6 @@ rule train_classifier:
         runtime=stage_runtime("classifier"),
         gpu=gpus(),
     conda:
-        "../../envs/esol.yaml"
+        "../envs/esol.yaml"
     script:
         "../scripts/train_classifier.py"

@@ -12,7 +12,7 @@ rule generate_synthetic:
         mem_mb=data_mem_mb(),
         runtime=data_runtime(),
     conda:
-        "../../envs/esol.yaml"
+        "../envs/esol.yaml"
     script:
         "../scripts/generate_synthetic.py"
 
@@ -31,7 +31,7 @@ rule prepare_data:
         mem_mb=data_mem_mb(),
         runtime=data_runtime(),
     conda:
-        "../../envs/esol.yaml"
+        "../envs/esol.yaml"
     script:
         "../scripts/prepare_data.py"
 
@@ -56,7 +56,7 @@ rule convert_sbd:
         mem_mb=convert_mem_mb(),
         runtime=convert_runtime(),
     conda:
-        "../../envs/esol.yaml"
+        "../envs/esol.yaml"
     script:
         "../scripts/convert_sbd.py"
 
@@ -79,6 +79,6 @@ rule convert_coco:
         mem_mb=convert_mem_mb(),
         runtime=convert_runtime(),
     conda:
-        "../../envs/esol.yaml"
+        "../envs/esol.yaml"
     script:
         "../scripts/convert_coco.py"

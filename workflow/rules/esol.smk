@@ -21,7 +21,7 @@ rule train_expansion:
         runtime=stage_runtime("expansion"),
         gpu=gpus(),
     conda:
-        "../../envs/esol.yaml"
+        "../envs/esol.yaml"
     script:
         "../scripts/train_expansion.py"
 
@@ -46,7 +46,7 @@ rule train_shrinkage:
         runtime=stage_runtime("shrinkage"),
         gpu=gpus(),
     conda:
-        "../../envs/esol.yaml"
+        "../envs/esol.yaml"
     script:
         "../scripts/train_shrinkage.py"
 
@@ -74,6 +74,6 @@ rule compare_seeds:
         mem_mb=eval_mem_mb(),
         runtime=report_runtime(),
     conda:
-        "../../envs/esol.yaml"
+        "../envs/esol.yaml"
     script:
         "../scripts/compare_seeds.py"

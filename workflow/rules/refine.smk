@@ -22,7 +22,7 @@ rule crf_seed:
         mem_mb=crf_mem_mb(),
         runtime=crf_runtime,
     conda:
-        "../../envs/esol.yaml"
+        "../envs/esol.yaml"
     script:
         "../scripts/crf_seed.py"
 
@@ -45,7 +45,7 @@ rule eval_crf:
         mem_mb=eval_mem_mb(),
         runtime=eval_runtime,
     conda:
-        "../../envs/esol.yaml"
+        "../envs/esol.yaml"
     script:
         "../scripts/eval_crf.py"
 
@@ -70,7 +70,7 @@ rule ir_labels:
         mem_mb=crf_mem_mb(),
         runtime=ir_labels_runtime(),
     conda:
-        "../../envs/esol.yaml"
+        "../envs/esol.yaml"
     script:
         "../scripts/ir_labels.py"
 
@@ -96,7 +96,7 @@ rule train_irn:
         runtime=irn_runtime(),
         gpu=gpus(),
     conda:
-        "../../envs/esol.yaml"
+        "../envs/esol.yaml"
     script:
         "../scripts/train_irn.py"
 
@@ -122,7 +122,7 @@ rule pseudo_masks:
         runtime=pseudo_masks_runtime(),
         gpu=gpus(),
     conda:
-        "../../envs/esol.yaml"
+        "../envs/esol.yaml"
     script:
         "../scripts/pseudo_masks.py"
 
@@ -144,7 +144,7 @@ rule eval_mask:
         mem_mb=eval_mem_mb(),
         runtime=eval_runtime,
     conda:
-        "../../envs/esol.yaml"
+        "../envs/esol.yaml"
     script:
         "../scripts/eval_mask.py"
 
@@ -167,6 +167,6 @@ rule table1:
         mem_mb=eval_mem_mb(),
         runtime=report_runtime(),
     conda:
-        "../../envs/esol.yaml"
+        "../envs/esol.yaml"
     script:
         "../scripts/table1.py"

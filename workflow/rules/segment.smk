@@ -28,7 +28,7 @@ rule train_segmentation:
         runtime=deeplab_runtime(),
         gpu=gpus(),
     conda:
-        "../../envs/esol.yaml"
+        "../envs/esol.yaml"
     script:
         "../scripts/train_segmentation.py"
 
@@ -52,7 +52,7 @@ rule predict_segmentation:
         runtime=deeplab_predict_runtime,
         gpu=gpus(),
     conda:
-        "../../envs/esol.yaml"
+        "../envs/esol.yaml"
     script:
         "../scripts/predict_segmentation.py"
 
@@ -73,7 +73,7 @@ rule eval_segmentation:
         mem_mb=eval_mem_mb(),
         runtime=eval_runtime,
     conda:
-        "../../envs/esol.yaml"
+        "../envs/esol.yaml"
     script:
         "../scripts/eval_segmentation.py"
 
@@ -93,7 +93,7 @@ rule segmentation_submission:
         mem_mb=data_mem_mb(),
         runtime=report_runtime(),
     conda:
-        "../../envs/esol.yaml"
+        "../envs/esol.yaml"
     script:
         "../scripts/segmentation_submission.py"
 
@@ -160,6 +160,6 @@ rule report:
         mem_mb=eval_mem_mb(),
         runtime=report_runtime(),
     conda:
-        "../../envs/esol.yaml"
+        "../envs/esol.yaml"
     script:
         "../scripts/report.py"
