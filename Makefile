@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CORES ?= all
 
-.PHONY: setup demo test bench report clean
+.PHONY: setup demo test lint bench report clean
 
 setup: $(STAMP)
 
@@ -24,7 +24,12 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/snakemake --cores $(CORES)
 
-test: $(STAMP)
+# The workflow's format (snakefmt) and Snakemake's linter, then the suite.
+lint: $(STAMP)
+	$(BIN)/snakefmt --check workflow/
+	$(BIN)/snakemake --lint text
+
+test: lint
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)

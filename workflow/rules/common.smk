@@ -10,7 +10,7 @@ validate(config, schema="../schemas/config.schema.yaml")
 # Entry scripts import the esol library from this checkout (the folder above
 # workflow/), whatever environment runs them (the project's venv, a --sdm conda env, a
 # cluster node): set, never required.
-REPO_ROOT = os.path.dirname(os.path.abspath(workflow.basedir))
+REPO_ROOT = os.path.abspath(os.path.join(str(workflow.current_basedir), "..", ".."))
 os.environ.update(
     PYTHONPATH=os.pathsep.join(
         p for p in (REPO_ROOT, os.environ.get("PYTHONPATH")) if p
