@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from esol.data import transforms as T
 from esol.data.voc import prepare_dataset, read_label, write_label
-from esol.segmentation.crf import DEEPLAB_CRF, crf_label, dense_crf
+from esol.crf import DEEPLAB_CRF, crf_argmax, crf_probs
 from esol.segmentation.data import LabelSource, SegmentationDataset
 from esol.segmentation.evaluate import evaluate_segmentation
 from esol.segmentation.predict import multiscale_probs, predict_split, write_submission
@@ -71,11 +71,11 @@ def test_dense_crf_returns_probabilities_and_removes_an_isolated_weak_pixel():
     probs[0, :, :10], probs[1, :, :10] = 0.9, 0.1
     probs[0, :, 10:], probs[1, :, 10:] = 0.1, 0.9
     probs[:, 5, 5] = (0.45, 0.55)  # a weak vote for class 1 inside class 0's flat region
-    q = dense_crf(img, probs, DEEPLAB_CRF)
+    q = crf_probs(img, probs, DEEPLAB_CRF)
     assert q.shape == (2, 20, 20)
     np.testing.assert_allclose(q.sum(0), 1.0, atol=1e-4)
     assert probs.argmax(0)[5, 5] == 1
-    label = crf_label(img, probs, DEEPLAB_CRF)
+    label = crf_argmax(img, probs, DEEPLAB_CRF)
     assert label.dtype == np.uint8 and label[5, 5] == 0
     np.testing.assert_array_equal(label[:, :10], 0)
     np.testing.assert_array_equal(label[:, 10:], 1)
@@ -198,7 +198,7 @@ def test_predict_split_writes_every_image_and_resumes(tiny_voc, tmp_path, worker
     img = read_image(info.layout.image("b"))
     probs = multiscale_probs(ColourNet(), img, [1.0, 0.5], True).numpy()
     np.testing.assert_array_equal(read_label(raw / "b.png"), probs.argmax(0))
-    np.testing.assert_array_equal(read_label(crf / "b.png"), crf_label(img, probs, DEEPLAB_CRF))
+    np.testing.assert_array_equal(read_label(crf / "b.png"), crf_argmax(img, probs, DEEPLAB_CRF))
 
 
 def test_submission_uses_voc_naming(tmp_path):

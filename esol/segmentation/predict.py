@@ -4,7 +4,7 @@ For each image, the network runs at every scale of ``segmentation.predict.scales
 (and on the mirror image when ``flip``); each output's logits are resized to the
 image, turned into softmax probabilities (mirrors flipped back) and averaged. The
 argmax is the prediction *without* CRF; the same probabilities go through the dense
-CRF (:mod:`esol.segmentation.crf`, deeplab-pytorch's parameters) for the prediction
+CRF (:func:`esol.crf.crf_argmax`, deeplab-pytorch's parameters) for the prediction
 *with* CRF. CRF runs in ``threads`` worker processes while the network goes on.
 
 Both folders are written under ``<folder>.partial`` and renamed when every image is
@@ -32,7 +32,7 @@ from esol.data import transforms as T
 from esol.data.voc import DatasetInfo, read_image, write_label
 from esol.engine import load_checkpoint
 from esol.models.deeplab import DeepLabV2
-from esol.segmentation.crf import crf_label
+from esol.crf import crf_argmax
 from esol.utils import DatasetError, amp_dtype, autocast, select_device, tqdm_kwargs
 
 log = logging.getLogger(__name__)
@@ -65,8 +65,8 @@ def multiscale_probs(net: torch.nn.Module, image: np.ndarray, scales: Sequence[f
     return total / count
 
 
-def _crf_job(image_path: str, probs: np.ndarray, params: Mapping[str, float], out: str) -> None:
-    write_label(out, crf_label(read_image(image_path), probs, params))
+def _crf_job(image_path: str, probs: np.ndarray, params: Mapping[str, Any], out: str) -> None:
+    write_label(out, crf_argmax(read_image(image_path), probs, params))
 
 
 def _done(raw: Path, crf: Path, ids: Sequence[str]) -> set[str]:
@@ -75,7 +75,7 @@ def _done(raw: Path, crf: Path, ids: Sequence[str]) -> set[str]:
 
 def predict_split(net: torch.nn.Module, info: DatasetInfo, split: str, raw_dir: str | os.PathLike,
                   crf_dir: str | os.PathLike, scales: Sequence[float], flip: bool,
-                  crf_params: Mapping[str, float], device: torch.device, workers: int = 1,
+                  crf_params: Mapping[str, Any], device: torch.device, workers: int = 1,
                   amp: torch.dtype | None = None) -> int:
     """Write ``<id>.png`` predictions of ``split`` without (``raw_dir``) and with CRF."""
     raw_dir, crf_dir = Path(raw_dir), Path(crf_dir)

@@ -64,6 +64,22 @@ def gpus():
     return 0 if config["device"] == "cpu" else 1
 
 
+# A job killed for memory or time on a cluster is resubmitted (profiles set `retries`)
+# with ATTEMPT_GROWTH times more of both per attempt, so an estimate that fell short
+# for one unusually large image costs one retry, not a failed run.
+ATTEMPT_GROWTH = 1.5
+
+
+def attempt_scaled(value):
+    """A resource (a number, or a helper taking wildcards) grown per Snakemake attempt."""
+
+    def resource(wildcards, attempt):
+        base = value(wildcards) if callable(value) else value
+        return int(math.ceil(base * ATTEMPT_GROWTH ** (attempt - 1)))
+
+    return resource
+
+
 def backbone_depth():
     return config["model"]["backbone"]["depth"]
 
