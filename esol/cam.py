@@ -174,14 +174,30 @@ def done_ids(partial: Path) -> set[str]:
         return set()
 
 
+def shard_ids(ids: Sequence[str], shard: int, shards: int) -> list[str]:
+    """Shard ``shard`` of ``shards`` of a split: every ``shards``-th id from ``shard`` on.
+
+    Strided rather than contiguous, so shards of a split ordered by name (VOC's years,
+    COCO's ids) get a similar mix of image sizes and take similar times.
+    """
+    if not 0 <= shard < shards:
+        raise ValueError(f"shard {shard} of {shards} does not exist")
+    return list(ids)[shard::shards]
+
+
 def make_cams(net: ESOLNet, info: DatasetInfo, split: str, out_path: str | os.PathLike,
               scales: Sequence[float], flip: bool, device: torch.device,
-              attrs: Mapping[str, Any] | None = None, amp: torch.dtype | None = None) -> int:
-    """Compute and store CAMs for every image of ``split`` (keys from its image labels)."""
+              attrs: Mapping[str, Any] | None = None, amp: torch.dtype | None = None,
+              shard: tuple[int, int] = (0, 1)) -> int:
+    """Compute and store CAMs for every image of ``split`` (keys from its image labels).
+
+    ``shard`` ``(k, n)`` restricts the file to :func:`shard_ids` ``k`` of ``n``;
+    :func:`gather_cams` joins the ``n`` files into the one an unsharded run writes.
+    """
     if split not in info.labels:
         raise DatasetError(f"split {split!r} has no masks, so no image labels to choose CAM classes")
     labels = info.labels[split]
-    ids = info.ids(split)
+    ids = shard_ids(info.ids(split), *shard)
     out_path = Path(out_path)
     skip = done_ids(out_path.with_name(out_path.name + ".partial"))
     if skip:
@@ -203,3 +219,45 @@ def make_cams(net: ESOLNet, info: DatasetInfo, split: str, out_path: str | os.Pa
             **(attrs or {})}
     write_cams(out_path, records(), total=len(ids), attrs=meta, skip=skip)
     return len(ids)
+
+
+def gather_cams(shard_paths: Sequence[str | os.PathLike], out_path: str | os.PathLike,
+                ids: Sequence[str] | None = None) -> int:
+    """Join shard files of one (method, split) into ``out_path``, group by group.
+
+    Datasets are copied as stored (no decompression), in the order of ``ids`` (the
+    split's order, as an unsharded run writes it) when given. The shards must agree on
+    every file attribute (same checkpoint, scales, flip) and hold each id once.
+    """
+    out_path = Path(out_path)
+    partial = out_path.with_name(out_path.name + ".partial")
+    partial.unlink(missing_ok=True)
+    sources = [h5py.File(p, "r") for p in shard_paths]
+    try:
+        where: dict[str, h5py.File] = {}
+        for f in sources:
+            if set(f.attrs) != set(sources[0].attrs) or any(
+                    np.any(np.asarray(f.attrs[k]) != np.asarray(sources[0].attrs[k]))
+                    for k in f.attrs):
+                raise DatasetError(f"CAM shards {shard_paths[0]} and {f.filename} were made with "
+                                   "different settings (file attributes differ)")
+            for image_id in f:
+                if image_id in where:
+                    raise DatasetError(f"image {image_id!r} is in two CAM shards: "
+                                       f"{where[image_id].filename} and {f.filename}")
+                where[image_id] = f
+        order = list(ids) if ids is not None else sorted(where)
+        missing = [i for i in order if i not in where]
+        if missing:
+            raise DatasetError(f"CAM shards of {out_path.name} lack {len(missing)} images, "
+                               f"first {missing[0]!r}")
+        with h5py.File(partial, "w") as out:
+            for k, v in sources[0].attrs.items():
+                out.attrs[k] = v
+            for image_id in order:
+                where[image_id].copy(where[image_id][image_id], out, name=image_id)
+    finally:
+        for f in sources:
+            f.close()
+    os.replace(partial, out_path)
+    return len(order)

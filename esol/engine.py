@@ -21,6 +21,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
+from esol import distributed
 from esol.utils import ConfigError, TrainingError, atomic_path, autocast, tqdm_kwargs
 
 log = logging.getLogger(__name__)
@@ -75,7 +76,15 @@ def fit(*, params_owner: torch.nn.Module, optimizer: torch.optim.Optimizer, data
     saved to ``resume_path``; a later call with the same ``config`` resumes there. A
     non-finite loss raises :class:`TrainingError`; ``on_epoch_end`` may raise it too.
     ``amp`` runs ``step_fn`` under autocast to that dtype (float16 with loss scaling).
+
+    Inside a process group (:mod:`esol.distributed`) each of W workers takes
+    ``batch_size / W`` of every global batch, gradients are averaged over the workers
+    before the step, logged figures are the workers' mean, and rank 0 alone writes the
+    resume checkpoint: the schedule and the checkpoints are the one-process run's.
     """
+    world, rank = distributed.world_size(), distributed.rank()
+    if batch_size % world:
+        raise ConfigError(f"{desc}: batch_size {batch_size} does not split over {world} processes")
     steps_per_epoch = len(dataset) // batch_size
     if steps_per_epoch == 0:
         raise ConfigError(f"{desc}: batch_size {batch_size} exceeds the {len(dataset)} training "
@@ -97,14 +106,17 @@ def fit(*, params_owner: torch.nn.Module, optimizer: torch.optim.Optimizer, data
 
     device = next(params_owner.parameters()).device
     scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
-    bar = tqdm(total=max_step, initial=step, desc=desc, unit="step", **tqdm_kwargs())
+    bar = tqdm(total=max_step, initial=step, desc=desc, unit="step",
+               **{**tqdm_kwargs(), "disable": not distributed.is_main() or tqdm_kwargs().get("disable")})
     while step < max_step:
         epoch, offset = divmod(step, steps_per_epoch)
         if hasattr(dataset, "set_epoch"):
             dataset.set_epoch(epoch)
-        loader = DataLoader(dataset, batch_size=batch_size, drop_last=True,
-                            sampler=EpochSampler(len(dataset), seed, epoch, offset * batch_size),
-                            num_workers=num_workers, persistent_workers=False)
+        sampler = EpochSampler(len(dataset), seed, epoch, offset * batch_size)
+        if world > 1:
+            sampler = distributed.RankSlice(sampler, batch_size, rank, world)
+        loader = DataLoader(dataset, batch_size=batch_size // world, drop_last=True,
+                            sampler=sampler, num_workers=num_workers, persistent_workers=False)
         for batch in loader:
             for group in optimizer.param_groups:
                 group["lr"] = poly_lr(group["initial_lr"], step, max_step, poly_power)
@@ -112,19 +124,22 @@ def fit(*, params_owner: torch.nn.Module, optimizer: torch.optim.Optimizer, data
                      for k, v in batch.items()}
             with autocast(amp, device):
                 loss, stats = step_fn(batch)
-            if not torch.isfinite(loss):
-                raise TrainingError(f"{desc}: loss became {loss.item()} at step {step} "
+            # Every worker sees the same (averaged) figures, so all stop together.
+            stats = distributed.mean_over_workers({"loss": loss.item(), **stats}, device)
+            if not math.isfinite(stats["loss"]):
+                raise TrainingError(f"{desc}: loss became {stats['loss']} at step {step} "
                                     f"(epoch {epoch + 1}); lower the learning rate or the loss weight")
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
+            distributed.average_gradients(params_owner.parameters())
             scaler.step(optimizer)
             scaler.update()
             step += 1
-            for k, v in {"loss": loss.item(), **stats}.items():
+            for k, v in stats.items():
                 acc[k] = acc.get(k, 0.0) + v
             acc["_n"] = acc.get("_n", 0) + 1
             bar.update()
-            bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
+            bar.set_postfix(loss=f"{stats['loss']:.4f}", refresh=False)
             if step % steps_per_epoch == 0:
                 n = acc.pop("_n")
                 record = {"epoch": epoch + 1, "step": step,
@@ -132,9 +147,10 @@ def fit(*, params_owner: torch.nn.Module, optimizer: torch.optim.Optimizer, data
                           **{k: v / n for k, v in acc.items()}}
                 history.append(record)
                 acc = {}
-                log.info("%s epoch %d/%d: %s", desc, epoch + 1, epochs,
-                         ", ".join(f"{k} {v:.4g}" for k, v in record.items()
-                                   if k not in ("epoch", "step")))
+                if distributed.is_main():
+                    log.info("%s epoch %d/%d: %s", desc, epoch + 1, epochs,
+                             ", ".join(f"{k} {v:.4g}" for k, v in record.items()
+                                       if k not in ("epoch", "step")))
                 if on_epoch_end is not None:
                     on_epoch_end(record)
             if step % checkpoint_every == 0 and step < max_step:
@@ -145,6 +161,13 @@ def fit(*, params_owner: torch.nn.Module, optimizer: torch.optim.Optimizer, data
 
 def _save_resume(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, step: int,
                  history: list, acc: dict, config: Mapping[str, Any]) -> None:
+    if distributed.is_main():
+        _write_resume(path, model, optimizer, step, history, acc, config)
+    distributed.barrier()  # no worker reads a checkpoint rank 0 is still writing
+
+
+def _write_resume(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, step: int,
+                  history: list, acc: dict, config: Mapping[str, Any]) -> None:
     with atomic_path(path, suffix=".pt") as tmp:
         torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                     "step": step, "history": history, "acc": acc,
@@ -152,7 +175,9 @@ def _save_resume(path: Path, model: torch.nn.Module, optimizer: torch.optim.Opti
 
 
 def save_checkpoint(path: str | os.PathLike, payload: Mapping[str, Any]) -> None:
-    """Write a final stage checkpoint atomically."""
+    """Write a final stage checkpoint atomically (rank 0 only, under several processes)."""
+    if not distributed.is_main():
+        return
     with atomic_path(path, suffix=".pt") as tmp:
         torch.save(dict(payload), tmp)
 
@@ -165,7 +190,9 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def history_csv(path: str | os.PathLike, history: list[dict[str, float]]) -> None:
-    """The per-epoch records as CSV (for curves in the report)."""
+    """The per-epoch records as CSV (for curves in the report); rank 0 only."""
+    if not distributed.is_main():
+        return
     keys = list(dict.fromkeys(k for r in history for k in r))
     with atomic_path(path, suffix=".csv") as tmp:
         lines = [",".join(keys)] + [",".join(_fmt(r.get(k)) for k in keys) for r in history]

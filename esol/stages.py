@@ -25,6 +25,7 @@ from esol.engine import file_digest, fit, history_csv, load_checkpoint, save_che
 from esol.losses import area_loss, classification_loss
 from esol.models.deform import offset_magnitude
 from esol.models.esol_net import Arch, ESOLNet
+from esol import distributed
 from esol.utils import ConfigError, TrainingError, amp_dtype, seed_everything, select_device
 
 log = logging.getLogger(__name__)
@@ -61,7 +62,7 @@ def train_classifier(cfg: Config, dataset_json: str | os.PathLike, out_model: st
     """
     c = cfg["classifier"]
     seed_everything(cfg["seed"])
-    device = select_device(cfg["device"])
+    device = distributed.device_for(select_device(cfg["device"]))
     info = DatasetInfo.from_json(dataset_json)
     net = build_classifier(cfg, info.num_classes).to(device).train()
     backbone, new = net.classifier_param_groups()
@@ -112,15 +113,17 @@ def load_method_net(spec: Mapping[str, bool], checkpoint: str | os.PathLike,
 
 
 def extract_cams(cfg: Config, spec: Mapping[str, bool], checkpoint: str | os.PathLike,
-                 dataset_json: str | os.PathLike, split: str, out_path: str | os.PathLike) -> int:
-    """Rule ``make_cam``: a method's multi-scale CAMs for one split (design section 3)."""
+                 dataset_json: str | os.PathLike, split: str, out_path: str | os.PathLike,
+                 shard: tuple[int, int] = (0, 1)) -> int:
+    """Rule ``make_cam``: a method's multi-scale CAMs for one split (method.md section 3),
+    or for shard ``(k, n)`` of it (:func:`esol.cam.shard_ids`)."""
     device = select_device(cfg["device"])
     info = DatasetInfo.from_json(dataset_json)
     clip_beta = cfg.get("expansion", {}).get("clip_beta")
     net = load_method_net(spec, checkpoint, clip_beta)
     return make_cams(net, info, split, out_path, cfg["cam"]["scales"], cfg["cam"]["flip"], device,
                      attrs={"checkpoint": str(checkpoint), "arch": json.dumps(asdict(net.arch))},
-                     amp=amp_dtype(cfg["amp"], device))
+                     amp=amp_dtype(cfg["amp"], device), shard=tuple(shard))
 
 
 Objective = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, dict[str, float]]]
@@ -167,7 +170,7 @@ def _esol_stage(cfg: Config, net: ESOLNet, params: list[torch.nn.Parameter], sec
                 out_model: str | os.PathLike, out_history: str | os.PathLike | None,
                 fingerprint_section: Mapping[str, Any]) -> list[dict[str, float]]:
     """Train ``params`` of a frozen network with ``loss_fn(logits, maps, labels)``."""
-    device = select_device(cfg["device"])
+    device = distributed.device_for(select_device(cfg["device"]))
     net = net.to(device).eval()  # BatchNorm statistics stay fixed; nothing else is stochastic
     monitor = _offset_monitor(sampler, section["max_offset"], desc) if sampler is not None else None
 

@@ -27,6 +27,7 @@ from tqdm import tqdm
 from esol.cam import CamStore
 from esol.data import transforms as T
 from esol.data.datasets import EpochSeededDataset
+from esol import distributed
 from esol.data.voc import IGNORE, DatasetInfo, read_image, read_label, write_label
 from esol.engine import file_digest, fit, history_csv, load_checkpoint, save_checkpoint
 from esol.irn.losses import irn_loss
@@ -110,7 +111,7 @@ def train_irn(cfg: Config, dataset_json: str | os.PathLike, label_dir: str | os.
     """Rule ``train_irn``: learn boundaries and displacements from IR labels (IRN 3.3)."""
     t = cfg["irn"]["train"]
     seed_everything(cfg["seed"])
-    device = select_device(cfg["device"])
+    device = distributed.device_for(select_device(cfg["device"]))
     info = DatasetInfo.from_json(dataset_json)
     split = cfg["dataset"]["train_split"]
     dataset = AffinityDataset(info, split, label_dir, t["crop"], t["rescale"], seed=cfg["seed"])

@@ -25,6 +25,7 @@ from esol.data.voc import IGNORE, DatasetInfo
 from esol.engine import file_digest, fit, history_csv, load_checkpoint, save_checkpoint
 from esol.models.deeplab import DeepLabArch, DeepLabV2
 from esol.segmentation.data import LabelSource, SegmentationDataset
+from esol import distributed
 from esol.utils import ConfigError, amp_dtype, seed_everything, select_device
 
 log = logging.getLogger(__name__)
@@ -134,7 +135,7 @@ def train_segmentation(cfg: Config, dataset_json: str | os.PathLike, label_dir: 
     s = cfg["segmentation"]
     t = s["train"]
     seed_everything(cfg["seed"])
-    device = select_device(cfg["device"])
+    device = distributed.device_for(select_device(cfg["device"]))
     info = DatasetInfo.from_json(dataset_json)
     split = cfg["dataset"]["train_split"]
     labels = LabelSource(info, label_dir)

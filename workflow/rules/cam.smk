@@ -1,16 +1,21 @@
+# With config shards > 1, make_cam writes shard {shard} of N (each its own job) and
+# gather_cams joins them into the file an unsharded make_cam writes.
+
+
 rule make_cam:
     input:
         dataset=prepared("dataset.json"),
         checkpoint=method_checkpoint,
     output:
-        cams=cam_path("{method}", "{split}"),
+        cams=cam_output(),
     params:
         method=method_spec,
         cam=config["cam"],
+        shard=shard_of,
     log:
-        log_path("make_cam", "{method}", "{split}"),
+        log_path("make_cam", "{method}", "{split}" + SHARD_SUFFIX),
     benchmark:
-        benchmark_path("make_cam", "{method}", "{split}")
+        benchmark_path("make_cam", "{method}", "{split}" + SHARD_SUFFIX)
     threads: TORCH_THREADS
     resources:
         mem_mb=cam_mem_mb(),
@@ -20,6 +25,28 @@ rule make_cam:
         "../envs/esol.yaml"
     script:
         "../scripts/make_cam.py"
+
+
+if SHARDS > 1:
+
+    rule gather_cams:
+        input:
+            dataset=prepared("dataset.json"),
+            shards=cam_shards,
+        output:
+            cams=cam_path("{method}", "{split}"),
+        log:
+            log_path("gather_cams", "{method}", "{split}"),
+        benchmark:
+            benchmark_path("gather_cams", "{method}", "{split}")
+        threads: 1
+        resources:
+            mem_mb=eval_mem_mb(),
+            runtime=eval_runtime,
+        conda:
+            "../envs/esol.yaml"
+        script:
+            "../scripts/gather_cams.py"
 
 
 rule eval_seed:

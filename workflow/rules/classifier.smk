@@ -5,6 +5,7 @@ rule train_classifier:
         model=model_path("classifier"),
         history=f"{RESULTS}/models/classifier_history.csv",
     params:
+        processes=config["gpus_per_job"],
         # Params make Snakemake rerun the rule when these config sections change.
         model=config["model"],
         classifier=config["classifier"],
@@ -16,7 +17,7 @@ rule train_classifier:
     resources:
         mem_mb=stage_mem_mb("classifier"),
         runtime=stage_runtime("classifier"),
-        gpu=gpus(),
+        gpu=training_gpus(),
     conda:
         "../envs/esol.yaml"
     script:

@@ -96,6 +96,34 @@ def cam_path(method, split):
     return f"{RESULTS}/cams/{method}/{split}.h5"
 
 
+# CAM extraction in config shards jobs per method and split (gather_cams joins them).
+SHARDS = config["shards"]
+SHARD_SUFFIX = f".shard{{shard}}of{SHARDS}" if SHARDS > 1 else ""
+
+
+wildcard_constraints:
+    shard=r"\d+",
+
+
+def cam_output():
+    """make_cam's output: the CAM file, or one shard of it when config shards > 1."""
+    if SHARDS == 1:
+        return cam_path("{method}", "{split}")
+    return f"{RESULTS}/cams/{{method}}/shards/{{split}}{SHARD_SUFFIX}.h5"
+
+
+def cam_shards(wildcards):
+    return [
+        f"{RESULTS}/cams/{wildcards.method}/shards/{wildcards.split}.shard{k}of{SHARDS}.h5"
+        for k in range(SHARDS)
+    ]
+
+
+def shard_of(wildcards):
+    """(k, n): which part of the split a make_cam job extracts."""
+    return (int(wildcards.shard), SHARDS) if SHARDS > 1 else (0, 1)
+
+
 def seed_outputs(method, split=DATASET["seed_split"]):
     stem = f"{RESULTS}/seeds/{method}/{split}"
     return {"json": f"{stem}.json", "csv": f"{stem}.csv", "png": f"{stem}.png"}

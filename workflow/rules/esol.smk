@@ -9,6 +9,7 @@ rule train_expansion:
         model=model_path("expansion_{clip}"),
         history=f"{RESULTS}/models/expansion_{{clip}}_history.csv",
     params:
+        processes=config["gpus_per_job"],
         expansion=config["expansion"],
         switches=expansion_switches,
     log:
@@ -19,7 +20,7 @@ rule train_expansion:
     resources:
         mem_mb=stage_mem_mb("expansion"),
         runtime=stage_runtime("expansion"),
-        gpu=gpus(),
+        gpu=training_gpus(),
     conda:
         "../envs/esol.yaml"
     script:
@@ -34,6 +35,7 @@ rule train_shrinkage:
         model=model_path("shrinkage_{method}"),
         history=f"{RESULTS}/models/shrinkage_{{method}}_history.csv",
     params:
+        processes=config["gpus_per_job"],
         shrinkage=config["shrinkage"],
         switches=method_spec,
     log:
@@ -44,7 +46,7 @@ rule train_shrinkage:
     resources:
         mem_mb=stage_mem_mb("shrinkage"),
         runtime=stage_runtime("shrinkage"),
-        gpu=gpus(),
+        gpu=training_gpus(),
     conda:
         "../envs/esol.yaml"
     script:

@@ -84,6 +84,7 @@ rule train_irn:
         model=model_path("irn_{method}"),
         history=f"{RESULTS}/models/irn_{{method}}_history.csv",
     params:
+        processes=config["gpus_per_job"],
         train=config["irn"]["train"],
         model=config["model"],
     log:
@@ -94,7 +95,7 @@ rule train_irn:
     resources:
         mem_mb=irn_mem_mb(),
         runtime=irn_runtime(),
-        gpu=gpus(),
+        gpu=training_gpus(),
     conda:
         "../envs/esol.yaml"
     script:

@@ -80,6 +80,11 @@ def attempt_scaled(value):
     return resource
 
 
+def training_gpus():
+    """GPUs of a training job: config gpus_per_job workers (one GPU each) on one node."""
+    return gpus() * config["gpus_per_job"]
+
+
 def backbone_depth():
     return config["model"]["backbone"]["depth"]
 

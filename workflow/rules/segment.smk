@@ -15,6 +15,7 @@ rule train_segmentation:
         model=deeplab_path("{source}"),
         history=f"{RESULTS}/models/deeplab_{{source}}_history.csv",
     params:
+        processes=config["gpus_per_job"],
         model=SEGMENTATION["model"],
         train=SEGMENTATION["train"],
         label_dir=segmentation_label_dir,
@@ -26,7 +27,7 @@ rule train_segmentation:
     resources:
         mem_mb=deeplab_mem_mb(),
         runtime=deeplab_runtime(),
-        gpu=gpus(),
+        gpu=training_gpus(),
     conda:
         "../envs/esol.yaml"
     script:

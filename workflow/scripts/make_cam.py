@@ -6,4 +6,5 @@ from esol.utils import rule_logging
 with rule_logging(snakemake.log[0], snakemake.threads):  # noqa: F821
     extract_cams(snakemake.config, snakemake.params.method,  # noqa: F821
                  snakemake.input.checkpoint, snakemake.input.dataset,  # noqa: F821
-                 snakemake.wildcards.split, snakemake.output.cams)  # noqa: F821
+                 snakemake.wildcards.split, snakemake.output.cams,  # noqa: F821
+                 shard=snakemake.params.shard)  # noqa: F821
