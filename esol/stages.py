@@ -181,7 +181,10 @@ def _esol_stage(cfg: Config, net: ESOLNet, params: list[torch.nn.Parameter], sec
 
     history: list[dict[str, float]] = []
     if params:
-        optimizer = torch.optim.SGD(params, lr=section["lr"], momentum=section["momentum"])
+        # IRN's pattern (weight decay on every trained parameter group); on the offset
+        # branch it pulls the offsets back toward the regular conv (docs/method.md).
+        optimizer = torch.optim.SGD(params, lr=section["lr"], momentum=section["momentum"],
+                                    weight_decay=section["weight_decay"])
         history = fit(params_owner=net, optimizer=optimizer,
                       dataset=_training_set(cfg, info, cfg["classifier"]), step_fn=step,
                       batch_size=section["batch_size"], epochs=section["epochs"], seed=cfg["seed"],

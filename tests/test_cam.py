@@ -56,6 +56,32 @@ def test_flip_merge_is_cam_plus_unflipped_mirror_cam():
     assert not torch.allclose(a, b)
 
 
+class Stride16Net(torch.nn.Module):
+    """A fixed map per class at stride 16 (``ceil(side / 16)`` cells), whatever the image."""
+
+    def cam(self, x):
+        h, w = (x.shape[2] + 15) // 16, (x.shape[3] + 15) // 16
+        g = torch.Generator().manual_seed(0)
+        return torch.rand(1, 2, h, w, generator=g).expand(x.shape[0], -1, -1, -1)
+
+
+def test_high_res_cam_pads_to_stride_16_then_crops_as_irn():
+    # IRN make_cam: resize to strided_up_size(size, 16), then keep [:H, :W]. For a 40x24
+    # image the 3x2 map goes to 48x32 and is cropped; resizing straight to 40x24 would
+    # stretch it (each cell then spans 13.3x12 pixels instead of 16x16).
+    net = Stride16Net()
+    img = np.zeros((40, 24, 3), np.uint8)
+    strided, high = multiscale_cam(net, img, scales=[1.0], flip=False)
+    cam = net.cam(torch.zeros(1, 3, 40, 24))
+    expected = F.interpolate(cam, (48, 32), mode="bilinear", align_corners=False)[0, :, :40, :24]
+    stretched = F.interpolate(cam, (40, 24), mode="bilinear", align_corners=False)[0]
+    torch.testing.assert_close(high, expected)
+    assert not torch.allclose(high, stretched, atol=1e-3)
+    # The stride-4 map is resized to ceil(size / 4) directly, as IRN's strided_size.
+    torch.testing.assert_close(strided, F.interpolate(cam, (10, 6), mode="bilinear",
+                                                      align_corners=False)[0])
+
+
 def test_normalize_cam_selects_keys_and_divides_by_max():
     cam = torch.tensor([[[1.0, 2.0]], [[4.0, 0.0]], [[0.5, 0.25]]])
     out = normalize_cam(cam, np.array([3, 1]))  # keys are mask values, 1-based

@@ -258,3 +258,98 @@ def test_boundary_map_averages_an_image_and_its_mirror():
     b_mirror = net.boundary_map(x.flip(-1))
     assert b.shape == (8, 10)
     torch.testing.assert_close(b, b_mirror.flip(-1))
+
+
+def test_boundary_map_pads_to_the_training_crop_as_irn():
+    # IRN's EdgeDisplacement pads both images (zeros = mean colour) at the bottom and right
+    # to the crop size, runs the network, crops to ceil(size / 4), then averages the maps.
+    torch.manual_seed(0)
+    net = IRNet(IRNArch(depth=18, frozen_bn=False)).eval()
+    x = torch.randn(1, 3, 37, 22)
+    padded = torch.nn.functional.pad(torch.cat([x, x.flip(-1)]), [0, 64 - 22, 0, 64 - 37])
+    with torch.no_grad():
+        logits = net(padded)[0][:, 0, :10, :6]
+    expected = torch.sigmoid(logits[0] / 2 + logits[1].flip(-1) / 2)
+    b = net.boundary_map(x, pad_to=64)
+    assert b.shape == (10, 6)
+    torch.testing.assert_close(b, expected)
+    # GroupNorm sees other statistics without the padding: the map differs.
+    assert not torch.allclose(net.boundary_map(x), b, atol=1e-3)
+
+
+def test_pseudo_label_pads_the_image_to_irn_train_crop(monkeypatch):
+    from esol.irn import stage
+
+    torch.manual_seed(0)
+    net = IRNet(IRNArch(depth=18, frozen_bn=False)).eval()
+    seen = []
+    forward = IRNet.forward
+    monkeypatch.setattr(IRNet, "forward", lambda self, x: seen.append(tuple(x.shape)) or forward(self, x))
+    image = np.random.default_rng(0).integers(0, 255, (37, 22, 3), dtype=np.uint8)
+    cams = np.random.default_rng(1).random((1, 10, 6)).astype(np.float32)
+    walk = {"radius": 3, "beta": 10, "exp_times": 1, "bg_threshold": 0.25}
+    label = stage.pseudo_label(net, image, cams, np.array([2]), walk, pad_to=64)
+    assert seen == [(2, 3, 64, 64)] and label.shape == (37, 22)
+
+
+def test_make_pseudo_masks_pads_to_irn_train_crop(monkeypatch, tiny_voc, tmp_path, config):
+    # The rule pads to irn.train.crop (IRN: EdgeDisplacement(crop_size=512), its crop).
+    from esol.cam import CamRecord, write_cams
+    from esol.data.voc import prepare_dataset
+    from esol.irn import stage
+
+    info = prepare_dataset(tiny_voc, ["one", "two", "three"], ["train_aug", "train", "val"])
+    info.to_json(tmp_path / "d.json")
+    torch.save(IRNet(IRNArch(depth=18, frozen_bn=False)).checkpoint(), tmp_path / "irn.pt")
+    records = ((i, CamRecord(keys=np.array(k), cam=np.ones((len(k), 3, 4), np.float32),
+                             high_res=np.ones((len(k), 12, 16), np.float32)))
+               for i, k in info.labels["train_aug"].items())
+    write_cams(tmp_path / "c.h5", records, total=3, attrs={})
+    pads = []
+
+    def spy(net, image, cams, keys, walk, device, amp, pad_to=None):
+        pads.append(pad_to)
+        return np.zeros(image.shape[:2], np.uint8)
+
+    monkeypatch.setattr(stage, "pseudo_label", spy)
+    config["irn"]["calibrate_to"] = None
+    config["irn"]["train"]["crop"] = 48
+    config["device"] = "cpu"
+    stage.make_pseudo_masks(config, tmp_path / "d.json", tmp_path / "irn.pt", tmp_path / "c.h5",
+                            tmp_path / "masks")
+    assert pads == [48, 48, 48]
+
+
+def test_reduce_label_samples_the_centres_of_stride_4_cells():
+    # IRN: pil_rescale(label, 0.25, 0), PIL nearest, centre-aligned: pixels 2, 6, 10.
+    from esol.irn.stage import reduce_label
+
+    label = (np.arange(12)[:, None] * 12 + np.arange(12)[None]).astype(np.uint8)
+    reduced = reduce_label(label)
+    assert reduced.tolist() == [[26, 30, 34], [74, 78, 82], [122, 126, 130]]  # (2,2), (2,6), ...
+    np.testing.assert_array_equal(reduced, label[2::4, 2::4])
+
+
+def test_affinity_dataset_labels_are_sampled_at_cell_centres(tmp_path):
+    # Through the dataset train_irn uses: a 12x12 image, crop 12, no rescale.
+    from conftest import write_voc_fixture
+
+    from esol.data.voc import prepare_dataset, write_label
+    from esol.irn.stage import AffinityDataset
+
+    mask = np.zeros((12, 12), np.uint8)
+    mask[:, 6:] = 1
+    root = write_voc_fixture(tmp_path / "voc", {"a": mask}, {"train": ["a"]}, aug=False)
+    info = prepare_dataset(root, ["one"], ["train"])
+    label = (np.arange(12)[:, None] * 12 + np.arange(12)[None]).astype(np.uint8)
+    write_label(tmp_path / "a.png", label)
+    ds = AffinityDataset(info, "train", tmp_path, crop=12, rescale=(1.0, 1.0), seed=0)
+    seen = set()
+    for epoch in range(8):  # both flips
+        ds.set_epoch(epoch)
+        got = ds[0]["label"].numpy()
+        flipped = label[:, ::-1]
+        assert (np.array_equal(got, label[2::4, 2::4])
+                or np.array_equal(got, flipped[2::4, 2::4])), got
+        seen.add(np.array_equal(got, label[2::4, 2::4]))
+    assert seen == {True, False}

@@ -42,3 +42,31 @@ def test_area_loss_ignores_images_without_classes():
     maps = torch.ones(2, 2, 2, 2)
     labels = torch.tensor([[1.0, 0.0], [0.0, 0.0]])
     assert area_loss(maps, labels, eps=0.0).item() == pytest.approx(1.0)
+
+
+def test_expansion_objective_is_minus_alpha_times_l_cls_by_hand():
+    from esol.stages import expansion_objective
+
+    # z = 0 for both classes: L_cls = -(log 1/2 + log 1/2) / 2 = log 2.
+    z, y = torch.zeros(1, 2), torch.tensor([[1.0, 0.0]])
+    loss, stats = expansion_objective(0.5)(z, torch.zeros(1, 2, 2, 2), y)
+    assert stats["cls_loss"] == pytest.approx(math.log(2))
+    assert loss.item() == pytest.approx(-0.5 * math.log(2))  # Eq. 5
+
+
+@pytest.mark.parametrize("present_only,area", [(True, 0.5), (False, 0.75)])
+def test_shrinkage_objective_by_hand(present_only, area):
+    from esol.stages import shrinkage_objective
+
+    # Class 0 map [4, 0, 2, 2] -> S = 0.5; class 1 map all ones -> S = 1; only class 0
+    # is in the label: present -> 0.5, all -> 0.75. Logits = map means = (2, 1).
+    maps = torch.tensor([[[[4.0, 0.0], [2.0, 2.0]], [[1.0, 1.0], [1.0, 1.0]]]])
+    y = torch.tensor([[1.0, 0.0]])
+    s = lambda v: 1 / (1 + math.exp(-v))  # noqa: E731
+    cls = -(math.log(s(2.0)) + math.log(1 - s(1.0))) / 2
+    loss, stats = shrinkage_objective(2.0, 3.0, present_only)(maps.mean((2, 3)), maps, y)
+    assert stats["area_loss"] == pytest.approx(area, rel=1e-4)
+    assert loss.item() == pytest.approx(2.0 * cls + 3.0 * area, rel=1e-4)  # Eq. 6
+    # mu = 0 (a method without L_area) leaves gamma * L_cls.
+    loss0, _ = shrinkage_objective(2.0, 0.0, present_only)(maps.mean((2, 3)), maps, y)
+    assert loss0.item() == pytest.approx(2.0 * cls, rel=1e-6)

@@ -6,7 +6,6 @@ import urllib.error
 import pytest
 import torch
 import torchvision
-from torchvision.ops.misc import FrozenBatchNorm2d
 
 from esol.models import backbone as bb
 from esol.models.deform import DeformableSampler, feature_clip, offset_magnitude
@@ -44,16 +43,56 @@ def test_frozen_bn_and_frozen_stages(tmp_path):
     state = torchvision.models.resnet18().state_dict()
     path = tmp_path / "r18.pth"
     torch.save(state, path)
-    arch = Arch(num_classes=3, depth=18, frozen_bn=True, frozen_stages=1)
+    arch = Arch(num_classes=3, depth=18, frozen_bn=True, frozen_stages=2)
     net = ESOLNet(arch, pretrained=str(path))
-    bns = [m for m in net.backbone.modules() if isinstance(m, FrozenBatchNorm2d)]
-    assert len(bns) == 20 and not any(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())
+    bns = [m for m in net.backbone.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert len(bns) == 20 and all(isinstance(m, bb.FixedBatchNorm) for m in bns)
     trainable = {n for n, p in net.named_parameters() if p.requires_grad}
-    assert not any(n.startswith(("backbone.stem", "backbone.layer1")) for n in trainable)
-    assert "backbone.layer2.0.conv1.weight" in trainable and "classifier.weight" in trainable
+    # IRN (net/resnet50_cam.py): stage2(x).detach() -> conv1, layer1, layer2 fixed.
+    assert not any(n.startswith(("backbone.stem", "backbone.layer1", "backbone.layer2"))
+                   for n in trainable)
+    assert "backbone.layer3.0.conv1.weight" in trainable and "classifier.weight" in trainable
+    # FixedBatchNorm: the affine parameters of trained stages still learn.
+    assert {"backbone.layer3.0.bn1.weight", "backbone.layer4.1.bn2.bias"} <= trainable
     # The file's weights were loaded (conv1 and the BN statistics).
     torch.testing.assert_close(net.backbone.stem[0].weight, state["conv1.weight"])
     torch.testing.assert_close(net.backbone.stem[1].running_var, state["bn1.running_var"])
+
+
+def _named_grads(net, x):
+    net.zero_grad(set_to_none=True)
+    torch.nn.functional.multilabel_soft_margin_loss(net(x), torch.tensor([[1.0, 0.0, 1.0]])).backward()
+    return {n: p.grad for n, p in net.named_parameters()}
+
+
+def test_irn_frozen_depth_gradient_reaches_layer3_on_not_layer2():
+    # IRN's classifier: no gradient for conv1, layer1, layer2; layer3 and layer4 learn,
+    # BatchNorm affine parameters included; running statistics fixed in train mode.
+    torch.manual_seed(0)
+    net = ESOLNet(Arch(num_classes=3, depth=18, frozen_bn=True, frozen_stages=2)).train()
+    buffers = {k: v.clone() for k, v in net.named_buffers()}
+    grads = _named_grads(net, torch.randn(1, 3, 64, 64))
+    for name, g in grads.items():
+        frozen = name.startswith(("backbone.stem", "backbone.layer1", "backbone.layer2"))
+        assert (g is None) == frozen, name
+    assert grads["backbone.layer3.0.bn1.weight"].abs().sum() > 0
+    assert all(torch.equal(v, buffers[k]) for k, v in net.named_buffers())
+    # Each depth freezes the stem and exactly that many stages.
+    for k in range(5):
+        net = ESOLNet(Arch(num_classes=3, depth=18, frozen_bn=True, frozen_stages=k))
+        frozen = {n.split(".")[1] for n, p in net.named_parameters()
+                  if n.startswith("backbone.") and not p.requires_grad}
+        assert frozen == ({"stem"} | {f"layer{i}" for i in range(1, k + 1)} if k else set())
+
+
+@pytest.mark.parametrize("name", ["voc12", "coco14"])
+def test_paper_configs_follow_irn_and_eq6(name):
+    from conftest import REPO, load_config
+
+    cfg = load_config(REPO / "config" / f"{name}.yaml")
+    assert cfg["model"]["backbone"]["frozen_stages"] == 2  # IRN: conv1 + layer1 + layer2
+    assert cfg["model"]["backbone"]["frozen_bn"] is True
+    assert cfg["shrinkage"]["area_classes"] == "all"  # Eq. 6: 1/C over all classes
 
 
 def test_frozen_bn_without_weights_is_refused_for_training_only(config):

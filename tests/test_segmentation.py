@@ -212,3 +212,35 @@ def test_submission_uses_voc_naming(tmp_path):
     with pytest.raises(DatasetError, match="missing"):
         write_submission(crf, ["2008_000003"], "test", tmp_path / "sub2")
     assert not (tmp_path / "sub2").exists() and not (tmp_path / "sub2.partial").exists()
+
+
+@pytest.mark.parametrize("scale", [0.5, 0.7, 0.75, 1.3, 1.5, 1.75])
+def test_rescaled_label_stays_registered_with_its_image(scale):
+    # Label = XOR of a step at column 7 and a step at row 5; image = label in grey. A
+    # centre-aligned resize puts the image's 50% level exactly on the edges (symmetric
+    # kernel), and centre-aligned nearest puts the label edge there too: they agree on
+    # every pixel whose centre is not on an edge. OpenCV's INTER_NEAREST (top-left
+    # aligned) moves the label edge by up to a pixel (IRN and deeplab-pytorch: PIL).
+    ys, xs = np.mgrid[:12, :20]
+    label = ((xs >= 7) ^ (ys >= 5)).astype(np.uint8)
+    img = np.repeat(label[..., None] * 255, 3, axis=2).astype(np.uint8)
+    rng = np.random.default_rng(0)
+    out_img, out_label = T.random_scale(img, scale, scale, rng, label=label)
+    assert out_img.shape[:2] == out_label.shape == (round(12 * scale), round(20 * scale))
+    h, w = out_label.shape
+    uy = (np.arange(h) + 0.5) * 12 / h  # input coordinate of each output pixel centre
+    ux = (np.arange(w) + 0.5) * 20 / w
+    clear = (np.abs(uy - 5)[:, None] > 0.05) & (np.abs(ux - 7)[None] > 0.05)
+    agree = (out_img[..., 0] > 127) == (out_label == 1)
+    assert agree[clear].all(), np.argwhere(~agree & clear)
+
+
+def test_shrunk_images_are_antialiased():
+    # IRN's images go through PIL bicubic, which widens its kernel by 1/scale when
+    # shrinking; pixel noise at scale 0.5 keeps 41% of its standard deviation (a 2x2 box
+    # average keeps 50%, OpenCV's INTER_CUBIC, which does not widen, 71%).
+    img = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    half = T.rescale(img, 0.5)
+    assert half.shape == (32, 32, 3)
+    assert half.astype(float).std() < 0.45 * img.astype(float).std()
+    assert abs(half.astype(float).mean() - img.astype(float).mean()) < 2

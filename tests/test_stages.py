@@ -155,3 +155,120 @@ def test_fl_only_variant_is_the_classifier_with_clipping(chain):
         assert not torch.allclose(plain.cam(x), clipped.cam(x))
     with pytest.raises(ValueError, match="clip_beta"):
         load_method_net({"clipping": True}, tmp / "clf.pt")
+
+
+# -- the stage functions as the workflow calls them ------------------------------------
+
+def _bn_buffers(path):
+    from esol.engine import load_checkpoint
+
+    model = load_checkpoint(path)["model"]
+    return {k: v for k, v in model.items()
+            if k.startswith("backbone.") and k.rsplit(".", 1)[1] in
+            ("running_mean", "running_var", "num_batches_tracked")}
+
+
+def test_esol_stages_leave_batchnorm_statistics_bit_identical(chain):
+    # The demo trains BatchNorm in the classifier (frozen_bn: false); Expansion and
+    # Shrinkage must run it in eval mode, so no running statistic moves.
+    cfg, tmp = chain
+    assert cfg["model"]["backbone"]["frozen_bn"] is False
+    clf = _bn_buffers(tmp / "clf.pt")
+    assert len(clf) == 60  # 20 BatchNorms of ResNet-18, three buffers each
+    for stage in ("exp", "shr"):
+        later = _bn_buffers(tmp / f"{stage}.pt")
+        assert later.keys() == clf.keys()
+        assert all(torch.equal(later[k], clf[k]) for k in clf), stage
+
+
+@pytest.fixture
+def captured(chain, monkeypatch):
+    """Run a stage function with ``fit`` replaced by a recorder: returns its arguments."""
+    import esol.stages as stages
+
+    calls = []
+
+    def fake_fit(**kw):
+        calls.append(kw)
+        return []
+
+    monkeypatch.setattr(stages, "fit", fake_fit)
+    return calls
+
+
+def _stage_batch():
+    g = torch.Generator().manual_seed(3)
+    return {"img": torch.randn(2, 3, 64, 64, generator=g),
+            "label": torch.tensor([[1.0, 0.0], [0.0, 1.0]])}
+
+
+def _area_by_hand(maps, labels, present):
+    # S_c = mean_{h,w} ReLU(m) / (max ReLU(m) + 1e-5); averaged over present or all classes.
+    p = maps.clamp(min=0)
+    s = (p / (p.amax(dim=(2, 3), keepdim=True) + 1e-5)).mean(dim=(2, 3))
+    if present:
+        return ((s * labels).sum(1) / labels.sum(1)).mean()
+    return s.mean()
+
+
+def test_expansion_stage_minimises_minus_alpha_times_l_cls(chain, captured):
+    cfg, tmp = chain
+    cfg = copy.deepcopy(cfg)
+    cfg["expansion"]["alpha"] = 0.25
+    train_expansion(cfg, cfg["methods"]["esol"], tmp / "clf.pt", tmp / "d.json", tmp / "e2.pt")
+    (call,) = captured
+    batch = _stage_batch()
+    with torch.no_grad():
+        loss, stats = call["step_fn"](batch)
+        maps = call["params_owner"].class_maps(batch["img"])
+    cls = torch.nn.functional.multilabel_soft_margin_loss(maps.mean((2, 3)), batch["label"])
+    assert stats["cls_loss"] == pytest.approx(cls.item(), rel=1e-5)
+    assert loss.item() == pytest.approx(-0.25 * cls.item(), rel=1e-5)  # Eq. 5
+    assert call["optimizer"].param_groups[0]["weight_decay"] == cfg["expansion"]["weight_decay"]
+
+
+def test_expansion_stage_trains_the_clipped_network(chain, captured):
+    # Eq. 7 belongs to the Expansion forward in training, not only at CAM time.
+    from esol.engine import load_checkpoint
+    from esol.models.deform import feature_clip
+
+    cfg, tmp = chain
+    train_expansion(cfg, cfg["methods"]["esol"], tmp / "clf.pt", tmp / "d.json", tmp / "e3.pt")
+    (call,) = captured
+    net = call["params_owner"]
+    assert net.arch.clip_beta == cfg["expansion"]["clip_beta"] == 0.15
+    assert load_checkpoint(tmp / "e3.pt")["arch"]["clip_beta"] == 0.15
+    x = _stage_batch()["img"]
+    with torch.no_grad():
+        e = torch.relu(net.conv_e(net.backbone(x)))
+        by_hand = torch.nn.functional.conv2d(torch.relu(net.conv_s(feature_clip(e, 0.15))),
+                                             net.classifier.weight)
+        unclipped = torch.nn.functional.conv2d(torch.relu(net.conv_s(e)), net.classifier.weight)
+        trained_on = net.class_maps(x)
+    torch.testing.assert_close(trained_on, by_hand)
+    assert not torch.allclose(trained_on, unclipped)
+
+
+@pytest.mark.parametrize("area_classes", ["present", "all"])
+@pytest.mark.parametrize("area_switch", [True, False])
+def test_shrinkage_stage_objective_follows_switch_and_area_classes(chain, captured, area_classes,
+                                                                   area_switch):
+    # Eq. 6: gamma * L_cls + mu * L_area, L_area over the classes area_classes names; a
+    # method whose area_loss switch is off gets gamma * L_cls alone, whatever mu says.
+    cfg, tmp = chain
+    cfg = copy.deepcopy(cfg)
+    cfg["shrinkage"].update(gamma=0.5, mu=2.0, area_classes=area_classes)
+    spec = dict(cfg["methods"]["esol"], area_loss=area_switch)
+    train_shrinkage(cfg, spec, tmp / "exp.pt", tmp / "d.json", tmp / "s2.pt")
+    (call,) = captured
+    batch = _stage_batch()
+    with torch.no_grad():
+        loss, _ = call["step_fn"](batch)
+        maps = call["params_owner"].class_maps(batch["img"])
+    cls = torch.nn.functional.multilabel_soft_margin_loss(maps.mean((2, 3)), batch["label"])
+    present = _area_by_hand(maps, batch["label"], True)
+    every = _area_by_hand(maps, batch["label"], False)
+    assert abs(present - every) > 1e-3  # the case tells the two forms apart
+    area = (present if area_classes == "present" else every) if area_switch else 0.0
+    assert loss.item() == pytest.approx(0.5 * cls.item() + 2.0 * float(area), rel=1e-5)
+    assert call["optimizer"].param_groups[0]["weight_decay"] == cfg["shrinkage"]["weight_decay"]

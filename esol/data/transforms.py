@@ -6,8 +6,8 @@ Pure functions of a NumPy RNG, so every sample's augmentation is fixed by
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
+from PIL import Image
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32) * 255.0
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32) * 255.0
@@ -23,12 +23,25 @@ def to_chw(img: np.ndarray) -> np.ndarray:
 
 
 def rescale(img: np.ndarray, scale: float, nearest: bool = False) -> np.ndarray:
-    """Resize by ``scale`` (sizes rounded as IRN's ``pil_rescale``); bicubic for images."""
+    """Resize a uint8 image (H, W, 3) or label map (H, W) by ``scale``, as IRN's
+    ``pil_rescale`` (``misc/imutils.py``): sides ``round(side * scale)``, PIL bicubic
+    for images, PIL nearest for labels.
+
+    Both are centre-aligned (output pixel ``i`` looks at input coordinate
+    ``(i + 0.5) / scale``), so image and label stay registered; a nearest label samples
+    input pixels ``2, 6, 10, ...`` at scale 0.25. Pillow's bicubic widens its kernel by
+    ``1 / scale`` when shrinking, which antialiases the 0.5 scale as IRN's images are
+    (OpenCV's ``INTER_CUBIC`` does not; its ``INTER_NEAREST`` is top-left aligned and
+    shifts a label by up to a pixel against its image).
+    """
     h, w = img.shape[:2]
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
     if size == (w, h):
         return img
-    return cv2.resize(img, size, interpolation=cv2.INTER_NEAREST if nearest else cv2.INTER_CUBIC)
+    if img.dtype != np.uint8:
+        raise TypeError(f"rescale takes uint8 images and label maps, got {img.dtype}")
+    resample = Image.Resampling.NEAREST if nearest else Image.Resampling.BICUBIC
+    return np.array(Image.fromarray(np.ascontiguousarray(img)).resize(size, resample))
 
 
 def random_resize_long(img: np.ndarray, lo: int, hi: int, rng: np.random.Generator,

@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from esol.models.backbone import ResNetBackbone
@@ -117,11 +118,22 @@ class IRNet(nn.Module):
         return boundary, disp
 
     @torch.no_grad()
-    def boundary_map(self, image: torch.Tensor) -> torch.Tensor:
+    def boundary_map(self, image: torch.Tensor, pad_to: int | None = None) -> torch.Tensor:
         """``B`` of one normalised image (1, 3, H, W) with its mirror, as IRN's
-        ``EdgeDisplacement``: ``sigmoid`` of the mean of both logit maps, (h, w)."""
-        logits, _ = self(torch.cat([image, image.flip(-1)]))
-        logits = logits.float()  # float32 even when the network ran under autocast
+        ``EdgeDisplacement``: ``sigmoid`` of the mean of both logit maps, (ceil(H/4), ceil(W/4)).
+
+        ``pad_to``: as ``EdgeDisplacement(crop_size=512)``, both images are zero-padded
+        (the mean colour after normalisation) at the bottom and right to this size, the
+        size of the training crops, so GroupNorm sees statistics like those it was
+        trained on; the maps are cropped back before the mirror is flipped. A side
+        longer than ``pad_to`` is kept whole (IRN's negative padding would cut it).
+        """
+        h, w = image.shape[-2:]
+        x = torch.cat([image, image.flip(-1)])
+        if pad_to is not None:
+            x = F.pad(x, [0, max(pad_to - w, 0), 0, max(pad_to - h, 0)])
+        logits, _ = self(x)
+        logits = logits.float()[..., : (h + 3) // 4, : (w + 3) // 4]  # float32 even under autocast
         return torch.sigmoid(logits[0, 0] / 2 + logits[1, 0].flip(-1) / 2)
 
     def checkpoint(self, **extra: Any) -> dict[str, Any]:

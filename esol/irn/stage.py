@@ -2,14 +2,15 @@
 
 Training follows IRN's ``step/train_irn.py``: images of the training split with their
 IR labels (:func:`esol.crf.ir_label`), randomly rescaled, flipped and cropped; the
-label reduced to stride 4 (every 4th pixel, as IRN's nearest-neighbour resize by
-0.25); relation labels for every pair within ``irn.train.radius``; the boundary
+label reduced to stride 4 (pixels 2, 6, 10, ... of the crop, as IRN's PIL
+nearest-neighbour resize by 0.25); relation labels for every pair within ``irn.train.radius``; the boundary
 branch at the base learning rate and the displacement branch at
 ``displacement_lr_mult`` times it, weight decay on both, poly decay, through the
 resumable :func:`esol.engine.fit`.
 
 Pseudo masks follow ``step/make_sem_seg_labels.py``: the boundary map of each image
-(scale 1 with its mirror), the random walk of its stride-4 CAMs, the background score.
+(scale 1 with its mirror, padded to the training crop as IRN's ``EdgeDisplacement``),
+the random walk of its stride-4 CAMs, the background score.
 """
 
 from __future__ import annotations
@@ -46,12 +47,19 @@ log = logging.getLogger(__name__)
 Config = Mapping[str, Any]
 
 
+def reduce_label(label: np.ndarray) -> np.ndarray:
+    """An (H, W) label map at stride 4, as IRN's ``pil_rescale(label, 0.25, 0)``: PIL
+    nearest, centre-aligned, so output pixel ``i`` is input pixel ``4 i + 2`` (the centre
+    of the stride-4 cell the boundary network predicts), not ``4 i``."""
+    return T.rescale(label, 0.25, nearest=True)
+
+
 class AffinityDataset(EpochSeededDataset):
     """Images with their IR labels, augmented as IRN's ``VOC12AffinityDataset``.
 
     Per sample: random rescale in ``rescale`` (image bicubic, label nearest), ImageNet
     normalisation, random horizontal flip, a random ``crop`` x ``crop`` window (padding:
-    mean colour, label 255), the label reduced to stride 4 by taking every 4th pixel.
+    mean colour, label 255), the label reduced to stride 4 by :func:`reduce_label`.
     The RNG is fixed by ``(seed, epoch, index)``, so a resumed run sees the same data.
     """
 
@@ -75,7 +83,7 @@ class AffinityDataset(EpochSeededDataset):
         img, label = T.random_hflip(T.normalize(img), rng, label=label)
         img, label = T.random_crop(img, self.crop, rng, label=label, fill=0.0, label_fill=IGNORE)
         return {"img": torch.from_numpy(T.to_chw(img)),
-                "label": torch.from_numpy(np.ascontiguousarray(label[::4, ::4]).astype(np.int64)),
+                "label": torch.from_numpy(reduce_label(label).astype(np.int64)),
                 "id": image_id}
 
 
@@ -150,15 +158,17 @@ def train_irn(cfg: Config, dataset_json: str | os.PathLike, label_dir: str | os.
 
 def pseudo_label(net: IRNet, image: np.ndarray, cams: np.ndarray, keys: np.ndarray,
                  walk: Mapping[str, Any], device: torch.device | str = "cpu",
-                 amp: torch.dtype | None = None) -> np.ndarray:
+                 amp: torch.dtype | None = None, pad_to: int | None = None) -> np.ndarray:
     """Semantic pseudo label (H, W) of one image from its stride-4 CAMs (n, h, w).
 
-    The network may run under autocast to ``amp``; the walk is float32.
+    ``pad_to``: the IRN training crop; the image is padded to it before the boundary
+    network, as IRN's ``EdgeDisplacement`` (:meth:`IRNet.boundary_map`). The network
+    may run under autocast to ``amp``; the walk is float32.
     """
     device = torch.device(device)
     x = torch.from_numpy(T.to_chw(T.normalize(image)))[None].to(device)
     with autocast(amp, device):
-        boundary = net.boundary_map(x).float()
+        boundary = net.boundary_map(x, pad_to=pad_to).float()
     if boundary.shape != cams.shape[1:]:
         raise DatasetError(f"stride-4 CAM of size {cams.shape[1:]} does not match the boundary map "
                            f"{tuple(boundary.shape)} of an image of {image.shape[:2]}")
@@ -188,7 +198,7 @@ def make_pseudo_masks(cfg: Config, dataset_json: str | os.PathLike, irn_ckpt: st
             rec = store[image_id]
             image = read_image(info.layout.image(image_id))
             label = pseudo_label(net, image, calibrate(rec.cam.astype(np.float32), gamma), rec.keys,
-                                 walk, device, amp)
+                                 walk, device, amp, pad_to=cfg["irn"]["train"]["crop"])
             write_label(target.partial / f"{image_id}.png", label)
     target.finish()
     return len(ids)

@@ -1,9 +1,12 @@
 """ResNet feature extractor ``f`` at output stride 16, as IRN builds it.
 
 torchvision's ResNet with the last stage's stride set to 1 (strides (2, 2, 2, 1), no
-dilation, as IRN's ``resnet50(strides=(2, 2, 2, 1))``), BatchNorm optionally frozen
-(``FrozenBatchNorm2d``: running statistics and affine parameters are buffers), and
-the first ``frozen_stages`` stages excluded from training (IRN freezes conv1 + layer1).
+dilation, as IRN's ``resnet50(strides=(2, 2, 2, 1))``), BatchNorm optionally fixed
+(:class:`FixedBatchNorm`, IRN's ``net/resnet50.py``: running statistics never change,
+the affine weight and bias stay parameters), and the stem plus the first
+``frozen_stages`` residual stages excluded from training. IRN's classifier
+(``net/resnet50_cam.py``) runs ``x = self.stage2(x).detach()``: conv1, layer1 and
+layer2 get no gradient, which is ``frozen_stages = 2``.
 """
 
 from __future__ import annotations
@@ -13,9 +16,9 @@ import os
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 import torchvision
 from torch import nn
-from torchvision.ops.misc import FrozenBatchNorm2d
 
 from esol.utils import ConfigError
 
@@ -24,6 +27,17 @@ log = logging.getLogger(__name__)
 DEPTHS = {18: "resnet18", 34: "resnet34", 50: "resnet50", 101: "resnet101"}
 _WEIGHTS = {18: "ResNet18_Weights", 34: "ResNet34_Weights", 50: "ResNet50_Weights",
             101: "ResNet101_Weights"}
+
+
+class FixedBatchNorm(nn.BatchNorm2d):
+    """IRN's ``FixedBatchNorm`` (``net/resnet50.py``): normalises with the running
+    statistics in training and eval mode alike, so they never change; ``weight`` and
+    ``bias`` remain parameters and learn wherever their stage trains (torchvision's
+    ``FrozenBatchNorm2d`` would fix them too)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
+                            training=False, eps=self.eps)
 
 
 class ResNetBackbone(nn.Module):
@@ -35,11 +49,11 @@ class ResNetBackbone(nn.Module):
     """
 
     def __init__(self, depth: int = 50, pretrained: str = "none", frozen_bn: bool = True,
-                 frozen_stages: int = 1) -> None:
+                 frozen_stages: int = 2) -> None:
         super().__init__()
         if depth not in DEPTHS:
             raise ConfigError(f"model.backbone.depth must be one of {sorted(DEPTHS)}, got {depth}")
-        norm = FrozenBatchNorm2d if frozen_bn else nn.BatchNorm2d
+        norm = FixedBatchNorm if frozen_bn else nn.BatchNorm2d
         net = getattr(torchvision.models, DEPTHS[depth])(weights=None, norm_layer=norm)
         if pretrained != "none":
             load_pretrained(net, depth, pretrained)
@@ -54,6 +68,10 @@ class ResNetBackbone(nn.Module):
         self.out_channels = 512 * (4 if depth >= 50 else 1)
         self.depth = depth
         self.frozen_stages = frozen_stages
+        if not 0 <= frozen_stages <= 4:
+            raise ConfigError(f"model.backbone.frozen_stages must be 0..4, got {frozen_stages}")
+        # frozen_stages = k > 0 freezes the stem and layer1..layer{k}: parameters without
+        # gradient are what IRN's detach() after layer2 amounts to (k = 2).
         stages = [self.stem, self.layer1, self.layer2, self.layer3, self.layer4]
         for stage in stages[: frozen_stages + 1 if frozen_stages > 0 else 0]:
             for p in stage.parameters():
@@ -102,7 +120,8 @@ def load_pretrained(net: nn.Module, depth: int, source: str) -> None:
         state = {k.removeprefix("module."): v for k, v in state.items()}
     state = {k: v for k, v in state.items() if not k.startswith("fc.")}
     missing, unexpected = net.load_state_dict(state, strict=False)
-    missing = [k for k in missing if not k.startswith("fc.")]
+    # BatchNorm's step counter is absent from older weight files and unused when frozen.
+    missing = [k for k in missing if not k.startswith("fc.") and not k.endswith("num_batches_tracked")]
     if missing:
         raise ConfigError(f"model.backbone.pretrained ({source}) lacks {len(missing)} ResNet-{depth} "
                           f"tensors, e.g. {missing[:3]}: is it a ResNet-{depth} state dict?")

@@ -35,7 +35,7 @@ class Arch:
     depth: int = 50
     kernel_size: int = 3
     frozen_bn: bool = True
-    frozen_stages: int = 1
+    frozen_stages: int = 2  # IRN: conv1, layer1 and layer2 get no gradient
     deformable_e: bool = False
     deformable_s: bool = False
     clip_beta: float | None = None
