@@ -59,6 +59,37 @@ def test_block_mean_and_cam_at_stride_by_hand():
                                                            [0.5, 0.5 * 2 / 8]]))
 
 
+def test_dataset_label_from_block_means_by_hand(tmp_path):
+    """A 16 x 16 image, crop 16: two 8 x 8 cells per side. Left half: low alpha says class
+    1; right half: low alpha says background, high alpha background on top (confident
+    background) and foreground below (the band between). Labels 1 0 / 1 255, or mirrored."""
+    from types import SimpleNamespace
+
+    from PIL import Image
+
+    Image.fromarray(np.full((16, 16, 3), 120, np.uint8)).save(tmp_path / "x.png")
+    la = np.zeros((2, 16, 16)); ha = np.zeros((2, 16, 16))
+    la[:, :, :8] = np.array([0.2, 0.8])[:, None, None]
+    la[:, :, 8:] = np.array([0.9, 0.1])[:, None, None]
+    ha[:, :, :8] = np.array([0.1, 0.9])[:, None, None]
+    ha[:, :8, 8:] = np.array([0.7, 0.3])[:, None, None]
+    ha[:, 8:, 8:] = np.array([0.3, 0.7])[:, None, None]
+    la[:, 0, 0] = [0.9, 0.05]  # one pixel says background; its block's mean still says class 1
+    scores = tmp_path / "scores"
+    scores.mkdir()
+    np.savez(scores / "x.npz", la=np.round(la * 255).astype(np.uint8),
+             ha=np.round(ha * 255).astype(np.uint8), keys=np.array([1]))
+    info = SimpleNamespace(ids=lambda split: ["x"],
+                           layout=SimpleNamespace(image=lambda i: tmp_path / f"{i}.png"))
+    expected = np.array([[1, 0], [1, 255]])
+    seen = set()
+    for seed in range(6):
+        label = psa.PSADataset(info, "train", scores, crop=16, seed=seed)[0]["label"].numpy()
+        assert np.array_equal(label, expected) or np.array_equal(label, expected[:, ::-1])
+        seen.add(bool(np.array_equal(label, expected)))
+    assert seen == {True, False}  # both flips drawn
+
+
 # -- affinities, loss, walk ----------------------------------------------------------------
 
 def test_pair_affinity_by_hand_and_as_psa_gathers_it():
