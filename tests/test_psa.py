@@ -228,6 +228,10 @@ def test_psa_labels_train_and_masks_on_the_tiny_dataset(psa_case, tmp_path):
     sample = ds[0]
     assert sample["img"].shape == (3, 16, 16) and sample["label"].shape == (2, 2)
     assert set(sample["label"].unique().tolist()) <= {0, 1, 255}
+    # 12 of 16 rows are image: the other 4 rows are padded black (PSA crops before it
+    # normalises), i.e. the normalised value of colour 0
+    black = torch.from_numpy(psa._BLACK)[:, None, None]
+    assert int(torch.isclose(sample["img"], black).all(0).sum()) >= 4 * 16
 
     torch.manual_seed(0)
     classifier = tmp_path / "classifier.pt"

@@ -12,11 +12,12 @@ The four steps of the reference code, and where they are here:
    small and only confident background survives. Both CRF score maps are kept per image
    (:func:`make_affinity_scores`).
 2. **Training** (``train_aff.py``, ``voc12/data.py VOC12AffDataset``): colour jitter
-   (0.3, 0.3, 0.3, 0.1), a random 448 crop of image and score maps (padding: mean colour
-   and zero scores), a random flip, the score maps averaged over 8x8 blocks, then the
-   label of each stride-8 cell (:func:`affinity_label`): the argmax of the low-alpha map
-   (its class), 255 where that argmax is background, 0 where the high-alpha argmax is
-   background, 255 where no score (padding). Pairs within radius 5 get relation labels
+   (0.3, 0.3, 0.3, 0.1), a random 448 crop of image and score maps (padding: black, as
+   PSA crops before normalising, and zero scores), a random flip, the score maps
+   averaged over 8x8 blocks, then the label of each stride-8 cell
+   (:func:`affinity_label`): the argmax of the low-alpha map (its class), 255 where that
+   argmax is background, 0 where the high-alpha argmax is background, 255 where no
+   score (padding). Pairs within radius 5 get relation labels
    (:func:`esol.refiners.core.relation_labels`), the network predicts
    ``a_ij = exp(-mean_c |f_i - f_j|)`` (:func:`pair_affinity`) and the loss is
    ``L_bg/4 + L_fg/4 + L_neg/2`` (:func:`psa_loss`).
@@ -271,11 +272,14 @@ def read_scores(path: Path, image_shape: tuple[int, int]) -> tuple[np.ndarray, n
     return la.astype(np.float32) / 255.0, ha.astype(np.float32) / 255.0
 
 
+_BLACK = T.normalize(np.zeros((1, 1, 3), np.uint8))[0, 0]
+
+
 class PSADataset(EpochSeededDataset):
     """Images and stride-8 affinity label maps, augmented as PSA's ``VOC12AffDataset``.
 
     Colour jitter, ImageNet normalisation, one random ``crop`` window over image and
-    both score maps (image padded with the mean colour, scores with 0), a random
+    both score maps (image padded black, scores with 0), a random
     horizontal flip, 8x8 block means of the scores, :func:`affinity_label`. No rescaling
     (PSA's affinity training has none). The RNG is fixed by ``(seed, epoch, index)``.
     """
@@ -297,7 +301,9 @@ class PSADataset(EpochSeededDataset):
         img = T.normalize(color_jitter(img, rng, *self.jitter))
         k = la.shape[0]
         stack = np.concatenate([img, la.transpose(1, 2, 0), ha.transpose(1, 2, 0)], axis=2)
-        stack = T.random_crop(stack, self.crop, rng, fill=0.0)
+        # PSA crops before it normalises: the image is padded black, the scores with 0.
+        fill = np.concatenate([_BLACK, np.zeros(2 * k, np.float32)])
+        stack = T.random_crop(stack, self.crop, rng, fill=fill)
         stack = T.random_hflip(stack, rng)
         scores = block_mean(np.ascontiguousarray(stack[..., 3:]), STRIDE)
         label = affinity_label(scores[..., :k].transpose(2, 0, 1), scores[..., k:].transpose(2, 0, 1))
