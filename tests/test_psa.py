@@ -260,3 +260,21 @@ def test_missing_psa_section_and_bad_crop_are_one_clear_error(psa_case, tmp_path
                                  tmp_path / "x")
     with pytest.raises(ConfigError, match="psa.train.crop"):
         psa.PSADataset(info, "train_aug", tmp_path, crop=20)
+
+
+def test_affinity_scores_resume_from_the_partial_folder(psa_case, tmp_path):
+    """An interrupted ``psa_labels`` run keeps what it wrote: a file already in
+    ``<out>.partial`` is not recomputed, the others are, and the folder is renamed."""
+    cfg, info, dataset_json, cams = psa_case
+    out = tmp_path / "scores"
+    partial = tmp_path / "scores.partial"
+    partial.mkdir()
+    np.savez(partial / "a.npz", la=np.zeros((2, 12, 16), np.uint8), ha=np.zeros((2, 12, 16), np.uint8),
+             keys=np.array([1]))
+    (partial / ".a.npz.tmp").write_bytes(b"half")  # a killed run's temporary file
+    psa.make_affinity_scores(cfg, dataset_json, cams, out)
+    assert sorted(p.name for p in out.iterdir()) == ["a.npz", "b.npz", "c.npz"]
+    with np.load(out / "a.npz") as z:
+        assert z["la"].max() == 0  # kept, not recomputed
+    with np.load(out / "b.npz") as z:
+        assert z["la"].max() > 0
