@@ -14,6 +14,8 @@ several 550 MB matrices (its known out-of-memory point). Here the matrix stays s
 (about ``(2 * |offsets| + 1) * n`` entries, 69 per pixel at radius 5) and the walk
 applies it ``2^exp_times`` times to the score vectors: ``x T^(2^t)`` computed as
 ``(((x T) T) ...)``, the same product in another order, in O(n * neighbours) memory.
+The matrix and the walk are the refiners' shared core (:mod:`esol.refiners.core`);
+this module gives it IRN's boundary-derived affinities.
 
 Orientation: IRN's ``T`` normalises the *columns* of the symmetric ``A`` and computes
 ``rw = x T^k`` for row vectors ``x``. Its transpose ``P = D^-1 A`` (``D`` the degrees)
@@ -23,33 +25,21 @@ is row-stochastic, and ``rw^T = P^k x^T``: each step replaces a pixel's score by
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from esol.irn.paths import pair_index, path_affinity
+from esol.refiners import core
 
 
 def transition_matrix(boundary: torch.Tensor, radius: int, beta: float) -> torch.Tensor:
     """Row-stochastic sparse (CSR) ``P = D^-1 A^beta`` of an (h, w) boundary map, (n, n)."""
     h, w = boundary.shape[-2:]
-    n = h * w
     index = pair_index((int(h), int(w)), int(radius))
     t = index.tensors(boundary.device)
     aff = path_affinity(boundary.reshape(1, h, w).float(), index)[0].clamp_min(0) ** beta
-    diag = torch.arange(n, device=boundary.device)
-    rows = torch.cat([t["src"], t["dst"], diag])
-    cols = torch.cat([t["dst"], t["src"], diag])
-    vals = torch.cat([aff, aff, torch.ones(n, device=boundary.device)])
-    degree = torch.zeros(n, device=boundary.device).index_add_(0, rows, vals)
-    vals = vals / degree[rows]
-    coo = torch.sparse_coo_tensor(torch.stack([rows, cols]), vals, (n, n),
-                                  check_invariants=False).coalesce()
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
-        return coo.to_sparse_csr()
+    return core.transition_matrix(t["src"], t["dst"], aff, int(h * w))
 
 
 def random_walk(scores: torch.Tensor, boundary: torch.Tensor, radius: int = 5, beta: float = 10,
@@ -59,16 +49,10 @@ def random_walk(scores: torch.Tensor, boundary: torch.Tensor, radius: int = 5, b
     The scores are first multiplied by ``1 - boundary`` (IRN: no seed mass starts on a
     boundary). Returns (C, h, w).
     """
-    c, h, w = scores.shape
-    if c == 0:
+    if scores.shape[0] == 0:
         return scores.float()
     p = transition_matrix(boundary, radius, beta)
-    x = (scores.float() * (1 - boundary.float())).reshape(c, h * w).T.contiguous()
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
-        for _ in range(2 ** int(exp_times)):
-            x = p @ x
-    return x.T.reshape(c, h, w)
+    return core.random_walk(scores.float() * (1 - boundary.float()), p, 2 ** int(exp_times))
 
 
 def walk_to_label(walked: torch.Tensor, keys: np.ndarray, size: tuple[int, int],
