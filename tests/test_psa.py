@@ -173,7 +173,11 @@ def test_affinity_net_at_stride_8_trains_what_psa_trains():
     assert out.shape == (2, 448, 8, 6) and (out > -1).all()  # ELU output
     assert not any(p.requires_grad for p in net.backbone.stem.parameters())
     assert not any(p.requires_grad for p in net.backbone.layer1.parameters())
-    assert all(p.requires_grad for p in net.backbone.layer2.parameters())
+    convs = [m for m in net.backbone.layer2.modules() if isinstance(m, torch.nn.Conv2d)]
+    norms = [m for m in net.backbone.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert convs and all(m.weight.requires_grad for m in convs)
+    # PSA's train(): every BatchNorm in eval mode with weight and bias frozen.
+    assert not any(p.requires_grad for m in norms for p in m.parameters())
     groups = psa.parameter_groups(net, lr=0.1, new_lr_mult=10, weight_decay=5e-4)
     # ResNet convolutions and the head have no bias; frozen BatchNorm has no parameters
     assert [(g["lr"], g["weight_decay"]) for g in groups] == [(0.1, 5e-4), (1.0, 5e-4)]
