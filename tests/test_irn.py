@@ -307,7 +307,7 @@ def test_make_pseudo_masks_pads_to_irn_train_crop(monkeypatch, tiny_voc, tmp_pat
     write_cams(tmp_path / "c.h5", records, total=3, attrs={})
     pads = []
 
-    def spy(net, image, cams, keys, walk, device, amp, pad_to=None):
+    def spy(net, image, *args, pad_to=None, **kwargs):
         pads.append(pad_to)
         return np.zeros(image.shape[:2], np.uint8)
 

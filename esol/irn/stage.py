@@ -3,10 +3,10 @@
 Training follows IRN's ``step/train_irn.py``: images of the training split with their
 IR labels (:func:`esol.crf.ir_label`), randomly rescaled, flipped and cropped; the
 label reduced to stride 4 (pixels 2, 6, 10, ... of the crop, as IRN's PIL
-nearest-neighbour resize by 0.25); relation labels for every pair within ``irn.train.radius``; the boundary
-branch at the base learning rate and the displacement branch at
-``displacement_lr_mult`` times it, weight decay on both, poly decay, through the
-resumable :func:`esol.engine.fit`.
+nearest-neighbour resize by 0.25); relation labels for every pair within
+``irn.train.radius``; the boundary branch at the base learning rate and the
+displacement branch at ``displacement_lr_mult`` times it, weight decay on both, poly
+decay, through the resumable :func:`esol.engine.fit`.
 
 Pseudo masks follow ``step/make_sem_seg_labels.py``: the boundary map of each image
 (scale 1 with its mirror, padded to the training crop as IRN's ``EdgeDisplacement``),

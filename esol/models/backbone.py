@@ -121,7 +121,8 @@ def load_pretrained(net: nn.Module, depth: int, source: str) -> None:
     state = {k: v for k, v in state.items() if not k.startswith("fc.")}
     missing, unexpected = net.load_state_dict(state, strict=False)
     # BatchNorm's step counter is absent from older weight files and unused when frozen.
-    missing = [k for k in missing if not k.startswith("fc.") and not k.endswith("num_batches_tracked")]
+    missing = [k for k in missing
+               if not k.startswith("fc.") and not k.endswith("num_batches_tracked")]
     if missing:
         raise ConfigError(f"model.backbone.pretrained ({source}) lacks {len(missing)} ResNet-{depth} "
                           f"tensors, e.g. {missing[:3]}: is it a ResNet-{depth} state dict?")
