@@ -21,6 +21,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
+from esol.progress import StageProgress
 from esol.utils import ConfigError, TrainingError, atomic_path, autocast, tqdm_kwargs
 
 log = logging.getLogger(__name__)
@@ -98,6 +99,7 @@ def fit(*, params_owner: torch.nn.Module, optimizer: torch.optim.Optimizer, data
     device = next(params_owner.parameters()).device
     scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
     bar = tqdm(total=max_step, initial=step, desc=desc, unit="step", **tqdm_kwargs())
+    progress = StageProgress(desc, max_step, steps_per_epoch, start_step=step)  # console line
     while step < max_step:
         epoch, offset = divmod(step, steps_per_epoch)
         if hasattr(dataset, "set_epoch"):
@@ -125,6 +127,7 @@ def fit(*, params_owner: torch.nn.Module, optimizer: torch.optim.Optimizer, data
             acc["_n"] = acc.get("_n", 0) + 1
             bar.update()
             bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
+            progress.update(step, loss.item())
             if step % steps_per_epoch == 0:
                 n = acc.pop("_n")
                 record = {"epoch": epoch + 1, "step": step,
