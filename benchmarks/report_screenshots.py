@@ -99,7 +99,11 @@ def report_screenshots(report: str | Path, out: str | Path, chromium: str | None
     shots = []
     with tempfile.TemporaryDirectory() as tmp:
         page = Path(tmp) / "report.html"
-        page.write_text(html.replace("</body>", SHOW_RESULT + "</body>"), encoding="utf-8")
+        # the last </body>: the embedded libraries hold the string too
+        head, tag, tail = html.rpartition("</body>")
+        if not tag:
+            raise ValueError(f"{report}: no </body> tag")
+        page.write_text(head + SHOW_RESULT + tag + tail, encoding="utf-8")
         url = page.resolve().as_uri()
         shots.append(screenshot(chromium, url, out / "00_start.png"))
         for i, path in enumerate(paths, 1):
