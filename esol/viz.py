@@ -24,6 +24,7 @@ import numpy as np  # noqa: E402
 from matplotlib.cm import ScalarMappable  # noqa: E402
 from matplotlib.colors import Normalize  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from esol.metrics import SweepRow  # noqa: E402
 from esol.utils import atomic_path  # noqa: E402
@@ -244,7 +245,10 @@ def plot_history(path: str | os.PathLike, history: Mapping[str, np.ndarray], sta
             ax.ticklabel_format(axis="y", style="sci", scilimits=(-2, 2))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="best")
-        ax.xaxis.get_major_locator().set_params(integer=True)
+        if len(epoch) <= 12:  # whole epochs only (a 1-epoch stage would get 0.96 ... 1.04)
+            ax.set_xticks(epoch)
+        else:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.tight_layout()
     return _save(fig, path)
 

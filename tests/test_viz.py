@@ -151,6 +151,7 @@ def test_history_plot_from_a_hand_made_csv(tmp_path):
     loss = fig.axes[0].get_lines()[0]
     assert list(loss.get_xdata()) == [1, 2, 3] and list(loss.get_ydata()) == [0.75, 0.25, 0.14]
     assert all(ax.get_xlabel() == "epoch" for ax in fig.axes)
+    assert list(fig.axes[0].get_xticks()) == [1, 2, 3]  # whole epochs
     assert history_stage("models/shrinkage_esol_history.csv") == "shrinkage_esol"
 
 
