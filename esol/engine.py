@@ -21,7 +21,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
-from esol.progress import StageProgress
+from esol.progress import StageProgress, stage_name
 from esol.utils import ConfigError, TrainingError, atomic_path, autocast, tqdm_kwargs
 
 log = logging.getLogger(__name__)
@@ -99,7 +99,7 @@ def fit(*, params_owner: torch.nn.Module, optimizer: torch.optim.Optimizer, data
     device = next(params_owner.parameters()).device
     scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
     bar = tqdm(total=max_step, initial=step, desc=desc, unit="step", **tqdm_kwargs())
-    progress = StageProgress(desc, max_step, steps_per_epoch, start_step=step)  # console line
+    progress = StageProgress(stage_name(desc, resume_path), max_step, steps_per_epoch, start_step=step)
     while step < max_step:
         epoch, offset = divmod(step, steps_per_epoch)
         if hasattr(dataset, "set_epoch"):

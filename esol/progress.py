@@ -15,9 +15,11 @@ redraw becomes its own line.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import IO
 
 
@@ -28,6 +30,14 @@ def format_duration(seconds: float) -> str:
     m, s = divmod(int(round(max(0.0, seconds))), 60)
     h, m = divmod(m, 60)
     return f"{h}:{m:02d}:{s:02d}"
+
+
+def stage_name(desc: str, resume_path: str | os.PathLike | None = None) -> str:
+    """The checkpoint's name (``models/expansion_clip.pt.partial`` -> ``expansion_clip``),
+    which tells apart parallel jobs of one stage (``expansion`` with and without
+    clipping); ``desc`` when there is no path."""
+    name = Path(resume_path).name.split(".")[0] if resume_path else ""
+    return name or desc
 
 
 def progress_line(stage: str, epoch: int, epochs: int, step: int, total: int, loss: float | None,

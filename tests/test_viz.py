@@ -14,7 +14,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from conftest import REPO
 from esol import viz
 from esol.metrics import SweepRow
-from esol.progress import LineStream, StageProgress, format_duration, progress_line
+from esol.progress import LineStream, StageProgress, format_duration, progress_line, stage_name
 from esol.report_html import markdown_to_html, section, write_html
 from esol.run_report import history_stage
 
@@ -250,6 +250,9 @@ def test_progress_line_format():
     assert line == ("13:17:57 classifier epoch 2/4 done: step 12/24 (50%), loss 0.2478 "
                     "| elapsed 0:00:57, ETA 0:00:57")
     assert format_duration(3725) == "1:02:05" and format_duration(float("nan")) == "?"
+    # parallel jobs of one stage are told apart by their checkpoint's name
+    assert stage_name("expansion", "results/x/models/expansion_clip.pt.partial") == "expansion_clip"
+    assert stage_name("classifier", None) == "classifier"
 
 
 class _Clock:
