@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
 from esol import distributed
+from esol.progress import StageProgress, stage_name
 from esol.utils import ConfigError, TrainingError, atomic_path, autocast, tqdm_kwargs
 
 log = logging.getLogger(__name__)
@@ -106,8 +107,10 @@ def fit(*, params_owner: torch.nn.Module, optimizer: torch.optim.Optimizer, data
 
     device = next(params_owner.parameters()).device
     scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
+    main = distributed.is_main()
     bar = tqdm(total=max_step, initial=step, desc=desc, unit="step",
-               **{**tqdm_kwargs(), "disable": not distributed.is_main() or tqdm_kwargs().get("disable")})
+               **{**tqdm_kwargs(), "disable": not main or tqdm_kwargs().get("disable")})
+    progress = StageProgress(stage_name(desc, resume_path), max_step, steps_per_epoch, start_step=step)
     while step < max_step:
         epoch, offset = divmod(step, steps_per_epoch)
         if hasattr(dataset, "set_epoch"):
@@ -140,6 +143,8 @@ def fit(*, params_owner: torch.nn.Module, optimizer: torch.optim.Optimizer, data
             acc["_n"] = acc.get("_n", 0) + 1
             bar.update()
             bar.set_postfix(loss=f"{stats['loss']:.4f}", refresh=False)
+            if main:
+                progress.update(step, stats["loss"])
             if step % steps_per_epoch == 0:
                 n = acc.pop("_n")
                 record = {"epoch": epoch + 1, "step": step,

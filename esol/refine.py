@@ -243,7 +243,7 @@ def refine_grid(path: str | os.PathLike, info: DatasetInfo, split: str, methods:
                 n_images: int) -> None:
     """Image | per method: seed, CRF, mask | ground truth, for the first images with objects."""
     from esol.crf import threshold_indices
-    from esol.viz import colorize, image_grid
+    from esol.viz import image_grid, image_miou
 
     ids = [i for i in info.ids(split) if info.labels[split][i]][:n_images]
     rows = [[read_image(info.layout.image(i))] for i in ids]
@@ -255,11 +255,13 @@ def refine_grid(path: str | os.PathLike, info: DatasetInfo, split: str, methods:
                 rec = store[image_id]
                 lut = np.concatenate([[0], rec.keys]).astype(np.uint8)
                 seed = lut[threshold_indices(rec.high_res, t)]
-                row += [colorize(seed), colorize(read_label(Path(crf_dir) / f"{image_id}.png")),
-                        colorize(read_label(Path(mask_dir) / f"{image_id}.png"))]
+                row += [seed, read_label(Path(crf_dir) / f"{image_id}.png"),
+                        read_label(Path(mask_dir) / f"{image_id}.png")]
     for row, image_id in zip(rows, ids, strict=True):
-        row.append(colorize(read_label(info.layout.gt_mask(image_id))))
-    image_grid(path, rows, [*titles, "ground truth"], row_titles=ids)
+        row.append(read_label(info.layout.gt_mask(image_id)))
+    # label maps (not RGB) so the grid draws a legend of class name to palette colour
+    notes = [[None, *(f"mIoU {100 * image_miou(p, row[-1]):.0f}" for p in row[1:-1]), None] for row in rows]
+    image_grid(path, rows, [*titles, "ground truth"], row_titles=ids, classes=info.classes, notes=notes)
 
 
 def write_table1(methods: Sequence[str], dataset_json: str | os.PathLike, seeds: Sequence[str],

@@ -88,25 +88,29 @@ def _cell(v: Any) -> str:
 def fig5_grid(path: str | os.PathLike, info: DatasetInfo, split: str,
               cams: Mapping[str, str | os.PathLike], n_images: int) -> None:
     """Input | one localization map per method | ground truth, for the first images."""
-    from esol.viz import colorize, image_grid, overlay
+    from esol.viz import image_grid, overlay
 
     stores = {m: CamStore(p) for m, p in cams.items()}
     try:
         ids = [i for i in info.ids(split) if info.labels[split][i]][:n_images]
-        rows = []
+        rows, notes = [], []
         for image_id in ids:
             image = read_image(info.layout.image(image_id))
-            row = [image]
+            row, note = [image], [None]
             for store in stores.values():
                 rec = store[image_id]
                 heat = rec.high_res.astype(np.float32).max(0) if len(rec.keys) else np.zeros(image.shape[:2])
                 row.append(overlay(image, heat))
-            row.append(colorize(read_label(info.layout.gt_mask(image_id))))
+                names = ", ".join(info.classes[k - 1] for k in rec.keys)
+                note.append(f"CAM: {names}" if len(rec.keys) < 2 else f"max CAM: {names}")
+            row.append(read_label(info.layout.gt_mask(image_id)))
             rows.append(row)
+            notes.append([*note, None])
     finally:
         for s in stores.values():
             s.close()
-    image_grid(path, rows, ["image", *cams, "ground truth"], row_titles=ids)
+    image_grid(path, rows, ["image", *cams, "ground truth"], row_titles=ids, classes=info.classes,
+               notes=notes, colorbar="CAM score (each class divided by its max)")
 
 
 def compare_seeds(methods: Mapping[str, Mapping[str, bool]], figures: Mapping[str, Any],

@@ -115,17 +115,18 @@ def table3_section(evaluations: Sequence[Mapping[str, Any]], model: Mapping[str,
 def fig4_grid(path: str | os.PathLike, info: DatasetInfo, split: str,
               predictions: Mapping[str, str | os.PathLike], n_images: int) -> list[str]:
     """Image | ground truth | one prediction per label source, as the paper's Fig. 4."""
-    from esol.viz import colorize, image_grid
+    from esol.viz import image_grid, image_miou
 
     ids = [i for i in info.ids(split) if info.labels.get(split, {}).get(i)][:n_images]
     ids = ids or info.ids(split)[:n_images]
-    rows = []
+    rows, notes = [], []
     for image_id in ids:
-        row = [read_image(info.layout.image(image_id)), colorize(read_label(info.layout.gt_mask(image_id)))]
-        row += [colorize(read_label(Path(d) / f"{image_id}.png")) for d in predictions.values()]
-        rows.append(row)
+        gt = read_label(info.layout.gt_mask(image_id))
+        preds = [read_label(Path(d) / f"{image_id}.png") for d in predictions.values()]
+        rows.append([read_image(info.layout.image(image_id)), gt, *preds])
+        notes.append([None, None, *(f"mIoU {100 * image_miou(p, gt):.0f}" for p in preds)])
     titles = ["image", "ground truth", *(f"{'supervised' if s == GT else s} + CRF" for s in predictions)]
-    image_grid(path, rows, titles, row_titles=ids)
+    image_grid(path, rows, titles, row_titles=ids, classes=info.classes, notes=notes)
     return ids
 
 
@@ -156,27 +157,6 @@ def table1_section(table1: Mapping[str, str | os.PathLike], report_dir: str | os
 
 # -- Table 6 and the seed figures -------------------------------------------------
 
-def threshold_figure(path: str | os.PathLike, sweeps: Mapping[str, Mapping[str, np.ndarray]],
-                     best: Mapping[str, float], split: str) -> None:
-    """mIoU, foreground precision and recall against the background threshold, per method."""
-    import matplotlib.pyplot as plt
-
-    from esol.viz import _save
-
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6), sharex=True)
-    for name, sw in sweeps.items():
-        for ax, key in zip(axes, ("miou", "precision", "recall"), strict=True):
-            line, = ax.plot(sw["threshold"], sw[key], label=name)
-            if key == "miou" and name in best:
-                ax.plot([best[name]], [float(np.interp(best[name], sw["threshold"], sw[key]))], "o",
-                        color=line.get_color(), ms=4)
-    for ax, title in zip(axes, ("seed mIoU", "foreground precision", "foreground recall"), strict=True):
-        ax.set(xlabel="background threshold", title=f"{title} on {split}", ylim=(0, 1))
-        ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
-    _save(fig, path)
-
-
 def seeds_section(table6_md: str, split: str) -> str:
     return "\n".join([
         "## Table 6: seed quality per method\n", table6_md.strip(), "",
@@ -188,6 +168,34 @@ def seeds_section(table6_md: str, split: str) -> str:
         "## Fig. 5: localization maps\n",
         "Input, the localization map of each method, ground truth.\n",
         "![Localization maps per method](fig5_grid.png)\n"])
+
+
+# -- training curves --------------------------------------------------------------
+
+def history_stage(path: str | os.PathLike) -> str:
+    """``models/shrinkage_esol_history.csv`` -> ``shrinkage_esol``."""
+    return Path(path).name.removesuffix(".csv").removesuffix("_history")
+
+
+def training_figures(folder: str | os.PathLike, histories: Sequence[str | os.PathLike]) -> list[str]:
+    """One curve figure per training stage, ``<folder>/<stage>.png``; returns the stages."""
+    from esol.viz import plot_history, read_history
+
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    stages = [history_stage(p) for p in histories]
+    for stage, p in zip(stages, histories, strict=True):
+        plot_history(Path(folder) / f"{stage}.png", read_history(p), stage)
+    return stages
+
+
+def training_section(stages: Sequence[str]) -> str:
+    if not stages:
+        return ""
+    return "\n".join(["## Training curves\n",
+                      "Per-epoch means of each training stage's loss (and its terms), label accuracy "
+                      "where the stage has one, and the learning rate at the epoch's last step, from "
+                      "`models/<stage>_history.csv`.\n",
+                      *(f"![{s}: training curves](training/{s}.png)\n" for s in stages)])
 
 
 # -- Table 5: time per rule ------------------------------------------------------
@@ -253,21 +261,23 @@ def times_section(rows: Sequence[BenchmarkRow]) -> str:
         "the run's wall time.\n", table, "\n![Wall time per rule](times.png)\n"])
 
 
-def times_figure(path: str | os.PathLike, rows: Sequence[BenchmarkRow]) -> None:
-    """Horizontal bars: total wall time per rule, in minutes."""
-    import matplotlib.pyplot as plt
+# -- HTML pages of the tables (Snakemake's report shows .html in the page) -----------
 
-    from esol.viz import _save
+# output key -> (heading the section starts with, whether its images are embedded)
+PAGES = {"table3_html": ("## Table 3", False), "table1_html": ("## Table 1", True),
+         "table6_html": ("## Table 6", False), "times_html": ("## Time per rule", False),
+         "full_html": ("", True)}
 
-    per_rule: dict[str, float] = {}
-    for r in rows:
-        per_rule[r.rule] = per_rule.get(r.rule, 0.0) + r.seconds
-    names = list(per_rule)[::-1]
-    fig, ax = plt.subplots(figsize=(6, 0.35 * max(3, len(names)) + 0.8))
-    ax.barh(names, [per_rule[n] / 60 for n in names], color="tab:blue")
-    ax.set(xlabel="wall time (minutes, all jobs of the rule)", title="Time per rule")
-    ax.grid(alpha=0.3, axis="x")
-    _save(fig, path)
+
+def write_pages(out: Mapping[str, str | os.PathLike], text: str) -> None:
+    """Each table section of the report's markdown ``text`` as a self-contained HTML
+    page, for every key of :data:`PAGES` in ``out`` (``full_html``: the whole report)."""
+    from esol.report_html import section, write_html
+
+    base = Path(out["md"]).parent
+    for key, (heading, images) in PAGES.items():
+        if key in out:
+            write_html(out[key], section(text, heading) if heading else text, base, images)
 
 
 # -- the report -------------------------------------------------------------------
@@ -279,15 +289,20 @@ def build_report(*, config: Mapping[str, Any], dataset_json: str | os.PathLike,
                  table6_csv: str | os.PathLike, recall_png: str | os.PathLike,
                  fig5_png: str | os.PathLike, benchmarks: str | os.PathLike,
                  out: Mapping[str, str | os.PathLike],
-                 table1: Mapping[str, str | os.PathLike] | None = None) -> str:
+                 table1: Mapping[str, str | os.PathLike] | None = None,
+                 histories: Sequence[str | os.PathLike] = (), rule_order: Sequence[str] = ()) -> str:
     """Write the report and every file it links to; returns the markdown.
 
     ``segmentation`` and ``predictions`` follow ``sources``; ``seed_metrics`` and
     ``sweeps`` follow ``config['methods']``. ``table1`` (the refinement's
     ``table_md``, ``table_csv``, ``grid_png``) adds Table 1. ``out`` names the outputs:
     ``md``, ``table3``, ``table6``, ``times``, ``fig4``, ``thresholds``, ``recall``,
-    ``fig5``, ``times_png``.
+    ``fig5``, ``times_png``, and with ``histories`` (training history CSVs) ``training``,
+    a folder that gets one curve figure per stage. ``rule_order`` (the workflow's rules,
+    upstream first) orders the time table and figure.
     """
+    from esol.viz import pipeline_order, threshold_figure, times_figure
+
     info = DatasetInfo.from_json(dataset_json)
     methods = list(config["methods"])
     seg = config["segmentation"]
@@ -295,12 +310,14 @@ def build_report(*, config: Mapping[str, Any], dataset_json: str | os.PathLike,
     seeds = {m: json.loads(Path(p).read_text()) for m, p in zip(methods, seed_metrics, strict=True)}
     curves = {m: read_sweep_csv(p) for m, p in zip(methods, sweeps, strict=True)}
     seed_split = next(iter(seeds.values()))["split"]
-    bench = read_benchmarks(benchmarks)
+    rank = {r: i for i, r in enumerate(pipeline_order((b.rule for b in read_benchmarks(benchmarks)), rule_order))}
+    bench = sorted(read_benchmarks(benchmarks), key=lambda b: rank[b.rule])  # stable: jobs stay sorted
 
     _write_csv(out["table3"], table3_rows(evaluations))
     _copy(table6_csv, out["table6"])
     _write_csv(out["times"], [r.__dict__ for r in bench])
-    times_figure(out["times_png"], bench)
+    times_figure(out["times_png"], {r: sum(b.seconds for b in bench if b.rule == r) for r in rank}, rule_order)
+    stages = training_figures(out["training"], histories) if histories else []
     threshold_figure(out["thresholds"], curves, {m: s["threshold"] for m, s in seeds.items()}, seed_split)
     _copy(recall_png, out["recall"])
     _copy(fig5_png, out["fig5"])
@@ -316,12 +333,14 @@ def build_report(*, config: Mapping[str, Any], dataset_json: str | os.PathLike,
         f"`{seed_split}`, segmentation on `{seg['eval_split']}`. Every number below is read from "
         "the run's evaluation files; see the last section for where they are.\n",
         table3_section(evaluations, seg["model"]),
+        "## Fig. 4: segmentation predictions\n",
         f"Predictions on `{seg['eval_split']}` (images {', '.join(shown)}): input, ground truth, and "
         "the CRF prediction of the DeepLab trained on each label source (the paper's Fig. 4).\n",
         "![Segmentation predictions](fig4_segmentation.png)\n",
     ]
     parts.append(table1_section(table1 or {}, Path(out["md"]).parent))
-    parts += [seeds_section(Path(table6_md).read_text(), seed_split), times_section(bench),
+    parts += [seeds_section(Path(table6_md).read_text(), seed_split), training_section(stages),
+              times_section(bench),
               "## Files\n",
               "Tables as CSV beside this file: `table3.csv`, `table6.csv`, `times.csv`. Under "
               f"`results/{d['name']}/`: `seeds/<method>/` (seed sweeps), `segmentation/<source>/` "
@@ -330,6 +349,7 @@ def build_report(*, config: Mapping[str, Any], dataset_json: str | os.PathLike,
               "histories), `logs/` and `benchmarks/`.\n"]
     text = "\n".join(parts)
     _write_text(out["md"], text)
+    write_pages(out, text)
     log.info("report: %d segmentation rows, %d methods, %d benchmarked jobs -> %s", len(evaluations),
              len(methods), len(bench), out["md"])
     return text

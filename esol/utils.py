@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from esol.progress import LineStream
+
 log = logging.getLogger("esol")
 
 
@@ -118,7 +120,7 @@ def rule_logging(log_path: str | os.PathLike | None, threads: int = 1) -> Iterat
     stream = open(log_path, "w", buffering=1) if log_path else None  # noqa: SIM115
     old_stderr = sys.stderr
     if stream is not None:
-        sys.stderr = stream
+        sys.stderr = LineStream(stream)  # tqdm redraws become lines, not one long line
     handler = logging.StreamHandler(stream or old_stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
     root = logging.getLogger()

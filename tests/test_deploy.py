@@ -50,3 +50,13 @@ def test_test_config_plans_the_whole_dag(tmp_path):
     for rule in ("train_classifier", "train_expansion", "train_shrinkage", "train_irn",
                  "train_segmentation", "report"):
         assert rule in run.stdout
+
+
+def test_test_config_is_generated_from_the_default():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_config", REPO / ".test" / "make_config.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert (REPO / ".test" / "config" / "config.yaml").read_text() == mod.render(), \
+        "run: python .test/make_config.py"

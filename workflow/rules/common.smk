@@ -288,6 +288,55 @@ def submission_dir(source, split):
     return f"{RESULTS}/segmentation/{source}/{split}/submission"
 
 
+def history_path(stage):
+    """The per-epoch history CSV a training rule writes beside its checkpoint."""
+    return f"{RESULTS}/models/{stage}_history.csv"
+
+
+def training_histories():
+    """History CSVs of every training job of the run, in pipeline order: classifier,
+    Expansion per clipping, Shrinkage per method, IRN per refined method, DeepLab per
+    label source (the report plots one figure of curves per stage)."""
+    specs = config["methods"].values()
+    clips = sorted({clip_tag(s) for s in specs if s["expansion_offsets"]})
+    return [
+        history_path(stage)
+        for stage in ["classifier"]
+        + [f"expansion_{c}" for c in clips]
+        + [f"shrinkage_{m}" for m in METHODS if config["methods"][m]["shrinkage"]]
+        + [f"irn_{m}" for m in REFINE_METHODS]
+        + [f"deeplab_{s}" for s in SEG_SOURCES]
+    ]
+
+
+# Every rule, upstream first (a topological order of the rule graph): the report's time
+# table and figure follow it. tests/test_viz.py checks it against `snakemake --rulegraph`.
+PIPELINE_RULES = [
+    "generate_synthetic",
+    "convert_sbd",
+    "convert_coco",
+    "prepare_data",
+    "train_classifier",
+    "train_expansion",
+    "train_shrinkage",
+    "make_cam",
+    "eval_seed",
+    "compare_seeds",
+    "crf_seed",
+    "eval_crf",
+    "ir_labels",
+    "train_irn",
+    "pseudo_masks",
+    "eval_mask",
+    "table1",
+    "train_segmentation",
+    "predict_segmentation",
+    "eval_segmentation",
+    "segmentation_submission",
+    "report",
+]
+
+
 def report_path(name):
     return f"{RESULTS}/report/{name}"
 

@@ -114,44 +114,76 @@ rule report:
         table6_csv=f"{RESULTS}/seeds/table6.csv",
         recall_png=f"{RESULTS}/seeds/recall_vs_threshold.png",
         fig5_png=f"{RESULTS}/seeds/fig5_grid.png",
+        histories=training_histories(),
     output:
         md=report_path("report.md"),
-        table3=report(
-            report_path("table3.csv"),
+        # Snakemake's report shows .html and images in the page, but .csv and .md only
+        # as downloads: every table is registered as a self-contained HTML page.
+        full_html=report(
+            report_path("full_report.html"),
+            caption="../report/report_page.rst",
+            category="1. Report",
+        ),
+        table3=report_path("table3.csv"),
+        table3_html=report(
+            report_path("table3.html"),
             caption="../report/table3.rst",
-            category="Segmentation",
+            category="2. Segmentation",
         ),
         fig4=report(
             report_path("fig4_segmentation.png"),
             caption="../report/fig4.rst",
-            category="Segmentation",
+            category="2. Segmentation",
         ),
-        table6=report(
-            report_path("table6.csv"), caption="../report/table6.rst", category="Seeds"
+        table1_html=report(
+            report_path("table1.html"),
+            caption="../report/table1.rst",
+            category="3. Refinement",
+        ),
+        table6=report_path("table6.csv"),
+        table6_html=report(
+            report_path("table6.html"),
+            caption="../report/table6.rst",
+            category="4. Seeds",
         ),
         thresholds=report(
             report_path("threshold_curves.png"),
             caption="../report/thresholds.rst",
-            category="Seeds",
+            category="4. Seeds",
         ),
         recall=report(
             report_path("recall_vs_threshold.png"),
             caption="../report/recall.rst",
-            category="Seeds",
+            category="4. Seeds",
         ),
         fig5=report(
-            report_path("fig5_grid.png"), caption="../report/fig5.rst", category="Seeds"
+            report_path("fig5_grid.png"),
+            caption="../report/fig5.rst",
+            category="4. Seeds",
         ),
-        times=report(
-            report_path("times.csv"), caption="../report/times.rst", category="Time"
+        training=report(
+            directory(report_path("training")),
+            patterns=["{stage}.png"],
+            caption="../report/training.rst",
+            category="5. Training",
+            labels={"stage": "{stage}"},
+        ),
+        times=report_path("times.csv"),
+        times_html=report(
+            report_path("times.html"),
+            caption="../report/times.rst",
+            category="6. Time",
         ),
         times_png=report(
-            report_path("times.png"), caption="../report/times.rst", category="Time"
+            report_path("times.png"),
+            caption="../report/times_png.rst",
+            category="6. Time",
         ),
     params:
         sources=SEG_SOURCES,
         benchmarks=f"{RESULTS}/benchmarks",
         report=config["report"],
+        rule_order=PIPELINE_RULES,
     log:
         log_path("report"),
     benchmark:

@@ -11,5 +11,6 @@ with rule_logging(snakemake.log[0], snakemake.threads):  # noqa: F821
                  sweeps=i.sweeps, table6_md=i.table6_md, table6_csv=i.table6_csv,
                  recall_png=i.recall_png, fig5_png=i.fig5_png,
                  table1={k: i.get(k) for k in ("table_md", "table_csv", "grid_png") if i.get(k)},
+                 histories=i.histories, rule_order=snakemake.params.rule_order,  # noqa: F821
                  benchmarks=snakemake.params.benchmarks,  # noqa: F821
                  out=dict(snakemake.output.items()))  # noqa: F821
