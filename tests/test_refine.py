@@ -2,6 +2,7 @@
 their evaluation and Table 1."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -453,3 +454,29 @@ def test_synthetic_tuning_split_leaves_the_other_splits_bit_identical(tmp_path, 
     for split in ("train_aug", "train", "val", "test"):
         others |= set((tmp_path / "new" / f"ImageSets/Segmentation/{split}.txt").read_text().split())
     assert tune_ids == ["u00000", "u00001"] and not others & set(tune_ids)
+    # Its images are new draws, not copies of another split's (a shared RNG stream).
+    images = {k: v for k, v in new.items() if k.parts[0] == "JPEGImages"}
+    for name in ("u00000.jpg", "u00001.jpg"):
+        tune_bytes = images.pop(Path("JPEGImages") / name)
+        assert tune_bytes not in images.values(), name
+
+
+# Label maps the generator wrote before the tuning split existed (commit 265af03, the
+# parameters above): sha256 of the mask array, first 16 hex digits. Drawing and RNG only,
+# no codec, so they hold on any machine.
+BEFORE_TUNE = {"s00000": "5651ac4c5af62c58", "s00001": "5261ee012b1989a8",
+               "s00002": "d06b92f8d6c70523", "v00000": "37e02bd2ffd3c27e",
+               "v00001": "0a06bdbfc8517914"}
+
+
+def test_synthetic_masks_equal_those_generated_before_the_tuning_split(tmp_path, config):
+    import hashlib
+
+    from esol.data.synthetic import generate
+
+    params = dict(config["dataset"]["synthetic"], image_size=[40, 44], clutter=[1, 2],
+                  counts={"train_aug": 3, "train": 2, "val": 2, "test": 1, "tune": 2})
+    generate(tmp_path, params, seed=0)
+    for image_id, digest in BEFORE_TUNE.items():
+        mask = read_label(tmp_path / "SegmentationClassAug" / f"{image_id}.png")
+        assert hashlib.sha256(np.ascontiguousarray(mask).tobytes()).hexdigest()[:16] == digest, image_id
