@@ -149,6 +149,8 @@ def test_evaluate_label_dir_against_ground_truth(refine_case, tmp_path):
     summary = evaluate_label_dir(out, info, "train")
     assert summary["miou"] == 1.0 and summary["precision"] == 1.0 and summary["recall"] == 1.0
     assert summary["images"] == 2 and summary["per_class_iou"]["a"] == 1.0
+    assert summary["ground_truth"]["masks"] == "SegmentationClass"
+    assert summary["ground_truth"]["prediction_255"].startswith("counted as background")
     write_label(out / "b.png", np.zeros((12, 16), np.uint8))  # b's two objects missed
     summary = evaluate_label_dir(out, info, "train")
     assert summary["per_class_iou"]["b"] == 0.0 and summary["recall"] < 1.0
