@@ -28,14 +28,49 @@ def _ground_truth(info: DatasetInfo, image_id: str) -> np.ndarray:
     return read_label(path)
 
 
+# How 255 pixels of a prediction are counted, per kind of prediction (the report and
+# every evaluation JSON say which applies; implementations in the field differ).
+PREDICTION_255 = {
+    "none": "a thresholded seed holds no 255 (argmax over a background score and the maps)",
+    "background": "counted as background (a pseudo mask must say something)",
+    "rejected": "refused: a prediction holding 255 stops the evaluation",
+}
+GROUND_TRUTH_255 = "ignored: pixels whose ground truth is 255 enter no count"
+
+
+def ground_truth_source(info: DatasetInfo, split: str) -> str:
+    """Which mask folder the evaluation of ``split`` reads: ``SegmentationClass`` (VOC's
+    hand masks with a 255 band), ``SegmentationClassAug`` (SBD's conversion, no band), or
+    a count of each when the split mixes them (:meth:`VOCLayout.gt_mask`)."""
+    counts: dict[str, int] = {}
+    for image_id in info.ids(split):
+        path = info.layout.gt_mask(image_id)
+        name = "missing" if path is None else path.parent.name
+        counts[name] = counts.get(name, 0) + 1
+    if len(counts) == 1:
+        return next(iter(counts))
+    return ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
+
+
+def ground_truth_provenance(info: DatasetInfo, split: str, prediction_255: str) -> dict[str, Any]:
+    """What ground truth produced a number and how 255 is counted, for the JSON summaries."""
+    return {"split": split, "masks": ground_truth_source(info, split),
+            "ground_truth_255": GROUND_TRUTH_255,
+            "prediction_255": PREDICTION_255[prediction_255]}
+
+
 def evaluate_seeds(cam_path: str | os.PathLike, info: DatasetInfo, split: str,
-                   thresholds: Sequence[float]) -> tuple[dict[str, Any], list[metrics.SweepRow]]:
+                   thresholds: Sequence[float], preset: float | None = None,
+                   ) -> tuple[dict[str, Any], list[metrics.SweepRow]]:
     """Sweep the background threshold over a split's CAMs (design/method.md section 3).
 
-    Returns the summary at the best threshold (mIoU, per-class IoU, foreground precision
-    and recall) and one row per threshold.
+    Returns the summary at the best threshold (the **oracle** threshold: chosen with
+    this split's ground truth; mIoU, per-class IoU, foreground precision and recall) and
+    one row per threshold. ``preset``, a threshold fixed before evaluation, adds the
+    same figures at it under ``summary["preset"]``.
     """
     sweep = metrics.SeedSweep(info.num_classes, thresholds)
+    at_preset = None if preset is None else metrics.SeedSweep(info.num_classes, [preset])
     ids = info.ids(split)
     with CamStore(cam_path) as store:
         for image_id in tqdm(ids, desc="eval seeds", unit="img", **tqdm_kwargs()):
@@ -45,12 +80,21 @@ def evaluate_seeds(cam_path: str | os.PathLike, info: DatasetInfo, split: str,
                 raise DatasetError(f"CAM of {image_id!r} in {cam_path} is {rec.high_res.shape[1:]} "
                                    f"but its mask is {gt.shape}")
             sweep.add(gt, rec.high_res, rec.keys)
+            if at_preset is not None:
+                at_preset.add(gt, rec.high_res, rec.keys)
     confs = sweep.confusions()
     rows = metrics.sweep_rows(confs, sweep.thresholds)
     best = metrics.best_row(rows)
     summary = {"split": split, "images": len(ids), **asdict(rows[best]),
+               "threshold_choice": "oracle: best mIoU of the threshold sweep against this "
+                                   "split's own ground truth",
                "per_class_iou": _per_class(info, metrics.iou(confs[best])),
                "confusion": confs[best].tolist()}
+    if at_preset is not None:
+        conf = at_preset.confusions()[0]
+        summary["preset"] = {**asdict(metrics.sweep_rows([conf], [preset])[0]),
+                             "per_class_iou": _per_class(info, metrics.iou(conf))}
+    summary["ground_truth"] = ground_truth_provenance(info, split, prediction_255="none")
     return summary, rows
 
 
@@ -80,17 +124,25 @@ def read_sweep_csv(path: str | os.PathLike) -> dict[str, np.ndarray]:
 def evaluate_seeds_to_files(cam_path: str | os.PathLike, dataset_json: str | os.PathLike,
                             split: str, thresholds: Mapping[str, float], title: str,
                             json: str | os.PathLike, csv: str | os.PathLike,
-                            png: str | os.PathLike) -> dict[str, Any]:
-    """Rule ``eval_seed``: the sweep as JSON (best threshold), CSV (every threshold), PNG."""
+                            png: str | os.PathLike,
+                            preset: tuple[float, str] | None = None) -> dict[str, Any]:
+    """Rule ``eval_seed``: the sweep as JSON (oracle threshold, and the figures at the
+    ``preset`` (threshold, how it was chosen) when given), CSV (every threshold), PNG."""
     from esol.viz import plot_sweep
 
     info = DatasetInfo.from_json(dataset_json)
     grid = metrics.thresholds_from(thresholds["start"], thresholds["stop"], thresholds["step"])
-    summary, rows = evaluate_seeds(cam_path, info, split, grid)
+    summary, rows = evaluate_seeds(cam_path, info, split, grid,
+                                   preset=None if preset is None else preset[0])
+    if preset is not None:
+        summary["preset"]["threshold_choice"] = preset[1]
     summary = {"method": title, **summary}
     write_json(json, summary)
     write_sweep_csv(csv, rows)
     plot_sweep(png, rows, title=f"{title} seeds on {split}")
-    log.info("%s on %s: best threshold %.2f, mIoU %.4f, precision %.4f, recall %.4f", title, split,
-             summary["threshold"], summary["miou"], summary["precision"], summary["recall"])
+    log.info("%s on %s: oracle threshold %.2f, mIoU %.4f, precision %.4f, recall %.4f", title,
+             split, summary["threshold"], summary["miou"], summary["precision"], summary["recall"])
+    if preset is not None:
+        log.info("%s on %s: preset threshold %.2f (%s), mIoU %.4f", title, split, preset[0], preset[1],
+                 summary["preset"]["miou"])
     return summary

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from esol.data.voc import DatasetInfo, read_image, read_label
-from esol.evaluate import read_sweep_csv
+from esol.evaluate import GROUND_TRUTH_255, PREDICTION_255, ground_truth_source, read_sweep_csv
 from esol.utils import atomic_path
 
 log = logging.getLogger(__name__)
@@ -76,12 +76,21 @@ def source_label(source: str) -> str:
 
 
 def table3_rows(evaluations: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """One row per label source: mIoU without and with CRF; the supervised row first."""
+    """One row per label source: mIoU without and with CRF; the supervised row first;
+    which ground truth scored it and how 255 pixels were counted, when the JSON says."""
     ordered = sorted(evaluations, key=lambda e: e["source"] != GT)
-    return [{"source": e["source"], "split": e["split"], "images": e["images"],
-             "miou": e["raw"]["miou"], "miou_crf": e["crf"]["miou"],
-             "pixel_accuracy": e["raw"]["pixel_accuracy"],
-             "pixel_accuracy_crf": e["crf"]["pixel_accuracy"]} for e in ordered]
+    rows = []
+    for e in ordered:
+        gt = e.get("ground_truth", {})
+        rows.append({"source": e["source"], "split": e["split"], "images": e["images"],
+                     "miou": e["raw"]["miou"], "miou_crf": e["crf"]["miou"],
+                     "pixel_accuracy": e["raw"]["pixel_accuracy"],
+                     "pixel_accuracy_crf": e["crf"]["pixel_accuracy"],
+                     "ground_truth": gt.get("masks", ""),
+                     "threshold_choice": e.get("threshold_choice", ""),
+                     "ground_truth_255": gt.get("ground_truth_255", ""),
+                     "prediction_255": gt.get("prediction_255", "")})
+    return rows
 
 
 def table3_section(evaluations: Sequence[Mapping[str, Any]], model: Mapping[str, Any]) -> str:
@@ -94,7 +103,12 @@ def table3_section(evaluations: Sequence[Mapping[str, Any]], model: Mapping[str,
             f"DeepLab-v2 (ResNet-{model['depth']}, output stride 8, ASPP "
             f"{', '.join(map(str, model['aspp_rates']))}) trained on each label source of the "
             f"training split, predicted with multi-scale + flip inference, mIoU (%) over {images} "
-            "images without and with dense CRF.\n",
+            "images without and with dense CRF"
+            + (f" against `{split}`'s {rows[0]['ground_truth']} masks (255 pixels ignored; no "
+               "threshold, DeepLab's argmax; a prediction holding 255 is refused). The "
+               "pseudo-mask rows were trained on labels that read no mask of the training split "
+               "(see \"Where each number's ground truth and threshold come from\")"
+               if rows[0]["ground_truth"] else "") + ".\n",
             _md_table(["Training labels", "mIoU", "mIoU + CRF", "pixel acc.", "pixel acc. + CRF"],
                       [[source_label(r["source"]), _pct(r["miou"]), _pct(r["miou_crf"]),
                         _pct(r["pixel_accuracy"]), _pct(r["pixel_accuracy_crf"])] for r in rows])]
@@ -153,6 +167,77 @@ def table1_section(table1: Mapping[str, str | os.PathLike], report_dir: str | os
                       f"As CSV: [{Path(rel['table_csv']).name}]({rel['table_csv']}).\n",
                       "Seeds, seeds after CRF and pseudo masks per method, beside the ground truth:\n",
                       f"![Seeds, CRF and pseudo masks per method]({rel['grid_png']})\n"])
+
+
+# -- where every number's ground truth and threshold come from -------------------------
+
+def provenance_rows(config: Mapping[str, Any], info: DatasetInfo,
+                    seeds: Mapping[str, Mapping[str, Any]]) -> list[dict[str, str]]:
+    """One row per kind of number in the report: the ground truth that produced it (split
+    and mask folder), how its threshold was chosen, and how 255 pixels are counted.
+
+    Implementations in the field differ on all four; docs/method.md ("What ground truth
+    reaches what") explains the rules.
+    """
+    d, seg, refine = config["dataset"], config["segmentation"], config["refine"]
+    seed_split, eval_split, train_split = d["seed_split"], seg["eval_split"], d["train_split"]
+    tuning = d.get("tuning_split")
+    preset = next((s["preset"]["threshold_choice"] for s in seeds.values() if "preset" in s),
+                  "fixed in config (refine.threshold)" if refine["threshold"] != "tuned"
+                  else f"tuned on {tuning}")
+
+    def gt(split: str) -> str:
+        return f"`{split}`, {ground_truth_source(info, split)}" if split in info.labels else f"`{split}`"
+
+    oracle = f"oracle: the best of the sweep against `{seed_split}`'s own masks"
+    rows = [
+        {"number": "Table 3 mIoU, every row", "ground_truth": gt(eval_split),
+         "threshold": "none (argmax of DeepLab; CRF settings fixed in config)",
+         "prediction_255": PREDICTION_255["rejected"]},
+        {"number": "Table 3 training labels, supervised row",
+         "ground_truth": f"`{train_split}` masks (SegmentationClassAug first, as IRN)",
+         "threshold": "none", "prediction_255": "255 in a training mask is ignored by the loss"},
+        {"number": "Table 3 training labels, pseudo-mask rows; Table 1 Mask",
+         "ground_truth": f"none of `{train_split}`; the preset threshold may come from "
+                         + (gt(tuning) if tuning else "no split (config)"),
+         "threshold": f"preset ({preset}) calibrates the maps (irn.calibrate_to); background "
+                      "score fixed in config (irn.random_walk.bg_threshold)",
+         "prediction_255": "IR labels: 255 = no relation label; pseudo masks hold none"},
+        {"number": "Table 1 Seed and CRF (oracle t); Table 6 seed mIoU (oracle t)",
+         "ground_truth": gt(seed_split), "threshold": oracle,
+         "prediction_255": PREDICTION_255["none"]},
+        {"number": "Table 1 Seed and CRF (preset t); Table 6 seed mIoU (preset t)",
+         "ground_truth": gt(seed_split), "threshold": f"preset: {preset}",
+         "prediction_255": PREDICTION_255["none"]},
+        {"number": "Table 1 Mask mIoU", "ground_truth": gt(seed_split),
+         "threshold": "background score fixed in config (irn.random_walk.bg_threshold)",
+         "prediction_255": PREDICTION_255["background"]},
+        {"number": "Image-level labels (classifier, Expansion, Shrinkage)",
+         "ground_truth": f"`{train_split}`: the classes present in each mask (as IRN's cls_labels)",
+         "threshold": "none", "prediction_255": "–"},
+    ]
+    if tuning:
+        rows.append({"number": "Preset threshold (rule tune_threshold), never reported as a score",
+                     "ground_truth": gt(tuning),
+                     "threshold": f"best seed mIoU on `{tuning}`, which shares no image with "
+                                  f"`{train_split}`, `{seed_split}` nor `{eval_split}` (checked)",
+                     "prediction_255": PREDICTION_255["none"]})
+    for r in rows:
+        r["ground_truth_255"] = GROUND_TRUTH_255 if r["ground_truth"].startswith("`") else "–"
+    return rows
+
+
+def provenance_section(rows: Sequence[Mapping[str, str]]) -> str:
+    return "\n".join([
+        "## Where each number's ground truth and threshold come from\n",
+        "A threshold marked **oracle** was chosen with the ground truth of the very split it is "
+        "scored on (the paper's convention for Table 1 Seed/CRF and Table 6); it is reported, "
+        "never used to make training labels. The **preset** threshold is fixed before any "
+        "evaluation and is the only one that reaches IRN and DeepLab. Pixels whose ground truth "
+        f"is 255: {GROUND_TRUTH_255}.\n",
+        _md_table(["Number", "Ground truth (split, masks)", "Threshold", "255 in the prediction"],
+                  [[r["number"], r["ground_truth"], r["threshold"], r["prediction_255"]]
+                   for r in rows])])
 
 
 # -- Table 6 and the seed figures -------------------------------------------------
@@ -340,7 +425,7 @@ def build_report(*, config: Mapping[str, Any], dataset_json: str | os.PathLike,
     ]
     parts.append(table1_section(table1 or {}, Path(out["md"]).parent))
     parts += [seeds_section(Path(table6_md).read_text(), seed_split), training_section(stages),
-              times_section(bench),
+              provenance_section(provenance_rows(config, info, seeds)), times_section(bench),
               "## Files\n",
               "Tables as CSV beside this file: `table3.csv`, `table6.csv`, `times.csv`. Under "
               f"`results/{d['name']}/`: `seeds/<method>/` (seed sweeps), `segmentation/<source>/` "

@@ -62,3 +62,59 @@ def test_benchmarks_are_read_per_rule_and_job(tmp_path):
     text = times_section(rows)
     assert "| `train_segmentation` | gt | 0:01:02 | 61.5 | 110.2 | 812 |" in text
     assert "**63.5**" in text
+
+
+def test_table3_rows_carry_the_ground_truth_and_255_rules():
+    e = _evaluation("esol", 0.5, 0.55)
+    e["ground_truth"] = {"split": "val", "masks": "SegmentationClass", "ground_truth_255": "ignored",
+                         "prediction_255": "refused"}
+    e["threshold_choice"] = "none: argmax"
+    row = table3_rows([e])[0]
+    assert (row["ground_truth"], row["prediction_255"], row["threshold_choice"]) == \
+        ("SegmentationClass", "refused", "none: argmax")
+    text = table3_section([e], {"depth": 18, "aspp_rates": [6]})
+    assert "against `val`'s SegmentationClass masks (255 pixels ignored" in text
+
+
+def _seed_summary(method, miou, t, preset_miou, preset_t):
+    return {"method": method, "split": "train", "images": 4, "miou": miou, "threshold": t,
+            "precision": 0.5, "recall": 0.5,
+            "ground_truth": {"split": "train", "masks": "SegmentationClass"},
+            "preset": {"miou": preset_miou, "threshold": preset_t, "precision": 0.4, "recall": 0.4,
+                       "threshold_choice": "tuned on tune"}}
+
+
+def test_table6_labels_the_oracle_and_the_preset_threshold():
+    import numpy as np
+
+    from esol.report import seed_table, table_markdown
+
+    methods = {"cam": dict.fromkeys(("expansion_offsets", "clipping", "shrinkage",
+                                     "shrinkage_offsets", "area_loss"), False)}
+    sweep = {"threshold": np.array([0.2, 0.3]), "miou": np.array([0.5, 0.4]),
+             "precision": np.array([0.5, 0.6]), "recall": np.array([0.5, 0.4])}
+    rows = seed_table(methods, {"cam": _seed_summary("cam", 0.5, 0.2, 0.4, 0.3)}, {"cam": sweep})
+    assert rows[0]["threshold_choice"] == "oracle" and rows[0]["miou_preset"] == 0.4
+    md = table_markdown(rows, "train", 4)
+    assert "seed mIoU, oracle t (%) | oracle t |" in md and "seed mIoU, preset t (%) | preset t" in md
+    assert "chosen with ground truth" in md and "tuned on tune" in md
+    assert "ground truth `SegmentationClass`, 255 pixels ignored" in md
+    assert "| `cam` |  |  |  |  |  | 50.0 | 0.20 | 0.500 | 0.500 | 40.0 | 0.30 |" in md
+
+
+def test_provenance_names_ground_truth_threshold_and_255_for_every_number(tiny_voc):
+    from esol.data.voc import prepare_dataset
+    from esol.run_report import provenance_rows, provenance_section
+
+    info = prepare_dataset(tiny_voc, ["a", "b", "c"], ["train_aug", "train", "val"])
+    config = {"dataset": {"seed_split": "train", "train_split": "train_aug", "tuning_split": None},
+              "segmentation": {"eval_split": "val"}, "refine": {"threshold": 0.15}}
+    rows = provenance_rows(config, info, {})
+    text = provenance_section(rows)
+    assert "| Table 3 mIoU, every row | `val`, SegmentationClass |" in text
+    assert "| Table 1 Seed and CRF (oracle t); Table 6 seed mIoU (oracle t) | `train`, SegmentationClass " \
+           "| oracle: the best of the sweep against `train`'s own masks |" in text
+    assert "preset: fixed in config (refine.threshold)" in text
+    assert "counted as background" in text and "refused" in text
+    assert "Preset threshold (rule tune_threshold)" not in text  # no tuning split
+    assert all(r["ground_truth"] and r["threshold"] and r["prediction_255"] for r in rows)

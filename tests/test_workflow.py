@@ -24,7 +24,7 @@ def tiny_config() -> dict:
     cfg["amp"] = "fp32"
     cfg["dataset"]["name"] = "tiny"
     cfg["dataset"]["synthetic"].update(
-        num_classes=2, image_size=[96, 104], counts={"train_aug": 48, "train": 16, "val": 8, "test": 3},
+        num_classes=2, image_size=[96, 104], counts={"train_aug": 48, "train": 16, "val": 8, "test": 3, "tune": 8},
         body_signal=0.5, clutter=[1, 3])
     cfg["dataset"]["test_splits"] = ["test"]
     cfg["classifier"].update(epochs=4, batch_size=8, resize_long=[88, 112], crop=96, lr=0.05)
@@ -46,6 +46,31 @@ def tiny_config() -> dict:
     cfg["segmentation"]["predict"]["scales"] = [0.75, 1.0]
     cfg["report"]["fig4_images"] = 3
     return cfg
+
+
+def planned_rules(target: str, configfile: Path, workdir: Path) -> list[str]:
+    """Rules of the jobs ``snakemake -n --forceall target`` plans (the dry run's job list)."""
+    # The target first: --configfile and --quiet take every word after them.
+    run = subprocess.run([SNAKEMAKE, target, "-s", str(REPO / "workflow" / "Snakefile"), "-d",
+                          str(workdir), "-n", "--forceall", "--configfile", str(configfile),
+                          "--quiet", "rules"], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-4000:]
+    rules = re.findall(r"^(\w+)\s+\d+$", run.stdout, flags=re.M)
+    assert rules, run.stdout[-2000:]
+    return rules
+
+
+@pytest.mark.parametrize("configfile", [REPO / "config" / "config.yaml",
+                                        REPO / ".test" / "config" / "config.yaml"],
+                         ids=["demo", "test"])
+def test_no_evaluation_rule_is_upstream_of_deeplab(configfile, tmp_path):
+    """Nothing that trains DeepLab on pseudo masks may read an evaluation result (an eval_*
+    rule reads the masks of the split it evaluates, which the pseudo labels cover): its
+    dry-run DAG holds the threshold's tuning on the tuning split and no eval_* rule."""
+    name = yaml.safe_load(configfile.read_text())["dataset"]["name"]
+    rules = planned_rules(f"results/{name}/models/deeplab_esol.pt", configfile, tmp_path)
+    assert {"ir_labels", "train_irn", "pseudo_masks", "train_segmentation", "tune_threshold"} <= set(rules)
+    assert not [r for r in rules if r.startswith("eval_")], rules
 
 
 def _all_background_miou(conf: np.ndarray) -> float:
@@ -93,10 +118,16 @@ def test_refined_methods_have_seed_crf_and_mask_results(tiny_run):
     _, res = tiny_run
     for method in ("cam", "esol"):  # config refine.methods
         seed = json.loads((res / "seeds" / method / "train.json").read_text())
-        crf = json.loads((res / "refine" / method / "crf" / "train.json").read_text())
+        crf = json.loads((res / "refine" / method / "crf" / "oracle" / "train.json").read_text())
+        crf_p = json.loads((res / "refine" / method / "crf" / "preset" / "train.json").read_text())
         mask = json.loads((res / "refine" / method / "masks" / "train.json").read_text())
+        tuned = json.loads((res / "tune" / method / "tune.json").read_text())
         assert crf["images"] == mask["images"] == 16 and crf["threshold"] == seed["threshold"]
+        assert crf["threshold_choice"].startswith("oracle") and tuned["images"] == 8
+        assert crf_p["threshold"] == seed["preset"]["threshold"] == tuned["threshold"]
+        assert crf_p["threshold_choice"] == seed["preset"]["threshold_choice"] == "tuned on tune"
         assert 0 <= crf["miou"] <= 1 and 0 <= mask["miou"] <= 1 and mask["threshold"] == 0.25
+        assert mask["ground_truth"]["masks"] == "SegmentationClass"
         assert len(list((res / "refine" / method / "masks" / "train_aug").glob("*.png"))) == 48
         assert len(list((res / "refine" / method / "ir_labels" / "train_aug").glob("*.png"))) == 48
         # Refined methods read their seeds from the train_aug CAM file: no train file made.
@@ -107,7 +138,9 @@ def test_refined_methods_have_seed_crf_and_mask_results(tiny_run):
             assert any(method in (p.stem, p.parent.name) for p in tsv), rule
     table = (res / "refine" / "table1.md").read_text()
     assert "`cam`" in table and "`esol`" in table and "esol_noarea" not in table
-    assert (res / "refine" / "table1.csv").read_text().startswith("method,seed_miou,crf_miou")
+    assert (res / "refine" / "table1.csv").read_text().startswith(
+        "method,seed_miou_oracle,seed_miou_preset,crf_miou_oracle,crf_miou_preset,mask_miou")
+    assert "Seed (oracle t)" in table and "tuned on tune" in table
     assert (res / "refine" / "table1_grid.png").stat().st_size > 1000
 
 

@@ -41,9 +41,12 @@ _HUE_NAMES = ("red", "orange", "yellow", "lime", "green", "teal", "cyan", "azure
               "violet", "magenta", "rose")
 
 # Split code in each image's RNG seed, so one split's images do not depend on the
-# sizes of the others.
-_SPLIT_CODES = {"train_aug": 1, "val": 2, "test": 3}
-_ID_PREFIX = {"train_aug": "s", "val": "v", "test": "t"}
+# sizes of the others. ``tune`` (labelled images that only choose thresholds, never
+# pseudo-labelled nor evaluated: docs/method.md, "What ground truth reaches what") came
+# later with its own code, so adding it left every other split's images unchanged.
+_SPLIT_CODES = {"train_aug": 1, "val": 2, "test": 3, "tune": 4}
+_ID_PREFIX = {"train_aug": "s", "val": "v", "test": "t", "tune": "u"}
+_UNLABELLED = ("test",)
 
 
 def class_names(num_classes: int) -> list[str]:
@@ -202,7 +205,8 @@ def generate(root: str | os.PathLike, params: Mapping[str, Any], seed: int) -> l
 
     ``params`` is the config section ``dataset.synthetic``. ``train`` is the first
     ``counts.train`` ids of ``train_aug`` (VOC's train is inside train_aug too); a
-    ``test`` split gets images only, as VOC's test.
+    ``test`` split gets images only, as VOC's test; ``tune`` (``counts.tune``, default 0)
+    is a labelled split of its own ids and RNG stream, disjoint from every other split.
     """
     counts = params["counts"]
     if counts["train"] > counts["train_aug"]:
@@ -224,7 +228,7 @@ def generate(root: str | os.PathLike, params: Mapping[str, Any], seed: int) -> l
                 img, label = _render(rng, params)
                 Image.fromarray(img).save(root / voc.IMAGE_DIR / f"{image_id}.jpg",
                                           format="JPEG", quality=int(params["jpeg_quality"]))
-                if split != "test":
+                if split not in _UNLABELLED:
                     voc.label_image(label).save(root / voc.AUG_MASK_DIR / f"{image_id}.png")
                     voc.label_image(add_borders(label, int(params["border"]))).save(
                         root / voc.MASK_DIR / f"{image_id}.png")
@@ -232,8 +236,9 @@ def generate(root: str | os.PathLike, params: Mapping[str, Any], seed: int) -> l
     voc.write_split(root, "train_aug", ids["train_aug"])
     voc.write_split(root, "train", ids["train_aug"][: int(counts["train"])])
     voc.write_split(root, "val", ids["val"])
-    if ids["test"]:
-        voc.write_split(root, "test", ids["test"])
+    for split in ("test", "tune"):
+        if ids[split]:
+            voc.write_split(root, split, ids[split])
     names = class_names(int(params["num_classes"]))
     (root / "classes.txt").write_text("".join(f"{n}\n" for n in names))
     log.info("wrote %d images of %d classes to %s", total, len(names), root)

@@ -37,7 +37,7 @@ from esol.irn.paths import pair_index, path_affinity, relation_labels
 from esol.irn.random_walk import random_walk, walk_to_label
 from esol.labeldir import LabelDir, dir_digest
 from esol.models.backbone import ResNetBackbone
-from esol.refine import calibrate, calibration_gamma
+from esol.refine import calibrate, training_gamma
 from esol.models.esol_net import ESOLNet
 from esol.utils import (ConfigError, DatasetError, amp_dtype, autocast, seed_everything,
                         select_device, tqdm_kwargs)
@@ -180,17 +180,19 @@ def pseudo_label(net: IRNet, image: np.ndarray, cams: np.ndarray, keys: np.ndarr
 @torch.no_grad()
 def make_pseudo_masks(cfg: Config, dataset_json: str | os.PathLike, irn_ckpt: str | os.PathLike,
                       cam_path: str | os.PathLike, out_dir: str | os.PathLike,
-                      seed_json: str | os.PathLike | None = None) -> int:
+                      threshold_json: str | os.PathLike | None = None) -> int:
     """Rule ``pseudo_masks``: a palette PNG per image of the training split (IRN 4.1),
-    walking the CAMs calibrated by ``irn.calibrate_to`` (``refine.calibration_gamma``)."""
+    walking the CAMs calibrated by ``irn.calibrate_to`` from the preset threshold
+    (``refine.training_gamma``; ``threshold_json`` the method's ``tune_threshold`` JSON)."""
     device = select_device(cfg["device"])
     amp = amp_dtype(cfg["amp"], device)
     walk = cfg["irn"]["random_walk"]
     info = DatasetInfo.from_json(dataset_json)
     ids = info.ids(cfg["dataset"]["train_split"])
     net = IRNet.from_checkpoint(load_checkpoint(irn_ckpt)).to(device).eval()
-    gamma = calibration_gamma(cfg["irn"].get("calibrate_to"), seed_json)
-    log.info("random walk of CAMs ** %.3f, background score %.2f", gamma, walk["bg_threshold"])
+    gamma, t, how = training_gamma(cfg, info, threshold_json)
+    log.info("random walk of CAMs ** %.3f (threshold %.2f %s), background score %.2f", gamma, t, how,
+             walk["bg_threshold"])
     target = LabelDir(out_dir)
     todo = target.todo(ids)
     with CamStore(cam_path) as store:

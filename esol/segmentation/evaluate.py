@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from esol import metrics
 from esol.data.voc import DatasetInfo, read_label
-from esol.evaluate import write_json
+from esol.evaluate import ground_truth_provenance, write_json
 from esol.utils import DatasetError, tqdm_kwargs
 
 log = logging.getLogger(__name__)
@@ -65,7 +65,9 @@ def evaluate_segmentation(dataset_json: str | os.PathLike, split: str, raw_dir: 
         raise DatasetError(f"split {split!r} has no masks to evaluate against")
     result = {"source": source, "split": split, "images": len(info.ids(split)),
               "raw": summarize(prediction_confusion(raw_dir, info, split), info.classes),
-              "crf": summarize(prediction_confusion(crf_dir, info, split), info.classes)}
+              "crf": summarize(prediction_confusion(crf_dir, info, split), info.classes),
+              "threshold_choice": "none: DeepLab's argmax (predict.crf settings fixed in config)",
+              "ground_truth": ground_truth_provenance(info, split, prediction_255="rejected")}
     write_json(out_json, result)
     log.info("%s on %s: mIoU %.4f without CRF, %.4f with CRF", source, split, result["raw"]["miou"],
              result["crf"]["miou"])

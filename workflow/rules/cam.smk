@@ -49,14 +49,18 @@ if SHARDS > 1:
             "../scripts/gather_cams.py"
 
 
+# Evaluation: the oracle threshold (best against the split's own masks) and the
+# figures at the preset one. Nothing that trains reads its output.
 rule eval_seed:
     input:
         dataset=prepared("dataset.json"),
         cams=seed_cams,
+        threshold=preset_inputs,
     output:
         **seed_outputs("{method}", "{split}"),
     params:
         thresholds=config["eval"]["thresholds"],
+        threshold=config["refine"]["threshold"],
     log:
         log_path("eval_seed", "{method}", "{split}"),
     benchmark:
@@ -69,3 +73,32 @@ rule eval_seed:
         "../envs/esol.yaml"
     script:
         "../scripts/eval_seed.py"
+
+
+# The preset threshold of refine.threshold: tuned, chosen on the labelled tuning split,
+# disjoint from every pseudo-labelled or evaluated split (checked in the script). Not an
+# eval_* rule: it feeds ir_labels and pseudo_masks, so it must read no evaluated masks.
+if TUNING_SPLIT:
+    from types import SimpleNamespace
+
+    rule tune_threshold:
+        input:
+            dataset=prepared("dataset.json"),
+            cams=cam_path("{method}", TUNING_SPLIT),
+        output:
+            **tuned_outputs("{method}"),
+        params:
+            thresholds=config["eval"]["thresholds"],
+            tuning_split=TUNING_SPLIT,
+        log:
+            log_path("tune_threshold", "{method}"),
+        benchmark:
+            benchmark_path("tune_threshold", "{method}")
+        threads: 1
+        resources:
+            mem_mb=eval_mem_mb(),
+            runtime=lambda wildcards: eval_runtime(SimpleNamespace(split=TUNING_SPLIT)),
+        conda:
+            "../envs/esol.yaml"
+        script:
+            "../scripts/tune_threshold.py"

@@ -166,6 +166,62 @@ def refine_methods():
 
 REFINE_METHODS = refine_methods()
 
+# Thresholds (docs/method.md, "What ground truth reaches what"): the oracle one (best seed
+# mIoU against the evaluated split's own masks) is reported only; the preset one
+# (refine.threshold: a number, or "tuned" on dataset.tuning_split by rule
+# tune_threshold) is the only one that reaches IR labels, IRN and DeepLab.
+TUNING_SPLIT = DATASET.get("tuning_split")
+PRESET_TUNED = config["refine"]["threshold"] == "tuned"
+if PRESET_TUNED and not TUNING_SPLIT:
+    raise ValueError(
+        "config key refine.threshold is 'tuned' but dataset.tuning_split is null: name a "
+        "labelled tuning split, or give refine.threshold a number"
+    )
+if TUNING_SPLIT:
+    if TUNING_SPLIT not in DATASET["splits"]:
+        raise ValueError(
+            f"config key dataset.tuning_split is {TUNING_SPLIT!r}, which is not in "
+            f"dataset.splits {DATASET['splits']}"
+        )
+    _guarded = {
+        "dataset.train_split": DATASET["train_split"],
+        "dataset.seed_split": DATASET["seed_split"],
+        "segmentation.eval_split": config["segmentation"]["eval_split"],
+    }
+    for _key, _split in _guarded.items():
+        if _split == TUNING_SPLIT:
+            raise ValueError(
+                f"config key dataset.tuning_split is {TUNING_SPLIT!r}, the same split as "
+                f"{_key}: a tuning split must share no image with it"
+            )
+
+
+wildcard_constraints:
+    choice="oracle|preset",
+
+
+def tuned_outputs(method):
+    """Rule tune_threshold's files: the method's threshold chosen on the tuning split."""
+    stem = f"{RESULTS}/tune/{method}/{TUNING_SPLIT}"
+    return {"json": f"{stem}.json", "csv": f"{stem}.csv"}
+
+
+def preset_threshold_files(method):
+    """What a rule reading the preset threshold depends on: the tuned JSON, or nothing
+    when refine.threshold is a number."""
+    return [tuned_outputs(method)["json"]] if PRESET_TUNED else []
+
+
+def preset_inputs(wildcards):
+    return preset_threshold_files(wildcards.method)
+
+
+def crf_threshold_inputs(wildcards):
+    """The seed CRF's threshold source: eval_seed's JSON (oracle) or the preset's."""
+    if wildcards.choice == "oracle":
+        return [seed_outputs(wildcards.method, wildcards.split)["json"]]
+    return preset_threshold_files(wildcards.method)
+
 
 def seed_cam_path(method, split):
     """The CAM file a method's seeds on a split are read from. Refined methods need CAMs
@@ -189,12 +245,12 @@ def refine_path(method, *parts):
     return os.path.join(RESULTS, "refine", method, *parts)
 
 
-def crf_dir(method, split):
-    return refine_path(method, "crf", split)
+def crf_dir(method, split, choice):
+    return refine_path(method, "crf", choice, split)
 
 
-def crf_json(method, split):
-    return refine_path(method, "crf", f"{split}.json")
+def crf_json(method, split, choice):
+    return refine_path(method, "crf", choice, f"{split}.json")
 
 
 def ir_label_dir(method):
@@ -214,10 +270,11 @@ def table1_inputs():
     split = DATASET["seed_split"]
     return {
         "seeds": [seed_outputs(m)["json"] for m in REFINE_METHODS],
-        "crfs": [crf_json(m, split) for m in REFINE_METHODS],
+        "crfs": [crf_json(m, split, "oracle") for m in REFINE_METHODS],
+        "crfs_preset": [crf_json(m, split, "preset") for m in REFINE_METHODS],
         "masks": [mask_json(m, split) for m in REFINE_METHODS],
         "cams": [seed_cam_path(m, split) for m in REFINE_METHODS],
-        "crf_dirs": [crf_dir(m, split) for m in REFINE_METHODS],
+        "crf_dirs": [crf_dir(m, split, "oracle") for m in REFINE_METHODS],
         "mask_dirs": [pseudo_mask_dir(m) for m in REFINE_METHODS],
     }
 
@@ -320,6 +377,8 @@ PIPELINE_RULES = [
     "train_expansion",
     "train_shrinkage",
     "make_cam",
+    "gather_cams",
+    "tune_threshold",
     "eval_seed",
     "compare_seeds",
     "crf_seed",

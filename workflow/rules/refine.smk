@@ -1,22 +1,26 @@
 # Refinement of the seeds (the paper's Table 1): dense CRF on the seeds, and IRN
 # (Ahn et al. CVPR 2019) from confident seed regions to random-walk pseudo masks.
 # Every method in config refine.methods gets Seed / CRF / Mask from one CAM file.
+# What trains (ir_labels -> train_irn -> pseudo_masks -> DeepLab) reads only the preset
+# threshold (preset_inputs: rule tune_threshold on dataset.tuning_split, or a number
+# in config), never an eval_* result: no mask of the images it labels reaches it.
 
 
+# Evaluation only (Table 1's CRF column), at the oracle and at the preset threshold.
 rule crf_seed:
     input:
         dataset=prepared("dataset.json"),
         cams=seed_cams,
-        seed=seed_outputs("{method}", "{split}")["json"],
+        threshold=crf_threshold_inputs,
     output:
-        labels=directory(crf_dir("{method}", "{split}")),
+        labels=directory(crf_dir("{method}", "{split}", "{choice}")),
     params:
         crf=config["refine"]["crf"],
-        seed_threshold=config["refine"]["seed_threshold"],
+        threshold=config["refine"]["threshold"],
     log:
-        log_path("crf_seed", "{method}", "{split}"),
+        log_path("crf_seed", "{method}", "{choice}", "{split}"),
     benchmark:
-        benchmark_path("crf_seed", "{method}", "{split}")
+        benchmark_path("crf_seed", "{method}", "{choice}", "{split}")
     threads: DATA_THREADS
     resources:
         mem_mb=crf_mem_mb(),
@@ -30,16 +34,16 @@ rule crf_seed:
 rule eval_crf:
     input:
         dataset=prepared("dataset.json"),
-        labels=crf_dir("{method}", "{split}"),
-        seed=seed_outputs("{method}", "{split}")["json"],
+        labels=crf_dir("{method}", "{split}", "{choice}"),
+        threshold=crf_threshold_inputs,
     output:
-        json=crf_json("{method}", "{split}"),
+        json=crf_json("{method}", "{split}", "{choice}"),
     params:
-        seed_threshold=config["refine"]["seed_threshold"],
+        threshold=config["refine"]["threshold"],
     log:
-        log_path("eval_crf", "{method}", "{split}"),
+        log_path("eval_crf", "{method}", "{choice}", "{split}"),
     benchmark:
-        benchmark_path("eval_crf", "{method}", "{split}")
+        benchmark_path("eval_crf", "{method}", "{choice}", "{split}")
     threads: 1
     resources:
         mem_mb=eval_mem_mb(),
@@ -54,11 +58,12 @@ rule ir_labels:
     input:
         dataset=prepared("dataset.json"),
         cams=cam_path("{method}", DATASET["train_split"]),
-        seed=seed_outputs("{method}")["json"],
+        threshold=preset_inputs,
     output:
         labels=directory(ir_label_dir("{method}")),
     params:
         calibrate_to=config["irn"]["calibrate_to"],
+        threshold=config["refine"]["threshold"],
         labels=config["irn"]["labels"],
         crf=config["refine"]["crf"],
     log:
@@ -107,11 +112,12 @@ rule pseudo_masks:
         dataset=prepared("dataset.json"),
         model=model_path("irn_{method}"),
         cams=cam_path("{method}", DATASET["train_split"]),
-        seed=seed_outputs("{method}")["json"],
+        threshold=preset_inputs,
     output:
         masks=directory(pseudo_mask_dir("{method}")),
     params:
         calibrate_to=config["irn"]["calibrate_to"],
+        threshold=config["refine"]["threshold"],
         random_walk=config["irn"]["random_walk"],
     log:
         log_path("pseudo_masks", "{method}"),
@@ -136,6 +142,7 @@ rule eval_mask:
         json=mask_json("{method}", "{split}"),
     params:
         bg_threshold=config["irn"]["random_walk"]["bg_threshold"],
+        calibrate_to=config["irn"]["calibrate_to"],
     log:
         log_path("eval_mask", "{method}", "{split}"),
     benchmark:
