@@ -11,7 +11,7 @@ does not depend on the pixel values): one optimiser step of the classifier, Expa
 and Shrinkage at the configured batch size and crop, and the multi-scale + flip CAM of
 one image (``--size``, the dataset's typical image) for the baseline and the ESOL
 network. The sampler stages and the ESOL CAM are timed with each ``--deform-impl``
-(``gather``, the pipeline's, and ``torchvision``'s reference operator; the first one
+(``sampled``, the pipeline's, and ``torchvision``'s reference operator; the first one
 listed gives the hours). Each is timed under every ``--amp`` mode (fp32: full precision, TF32 off as
 PyTorch's default; bf16: autocast as ``amp: auto`` gives on a recent GPU).
 

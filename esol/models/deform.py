@@ -3,68 +3,94 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import deform_conv2d
 
-DEFORM_IMPLS = ("gather", "torchvision")
+DEFORM_IMPLS = ("sampled", "torchvision")
 
 
-def deform_conv2d_gather(x: torch.Tensor, offset: torch.Tensor, weight: torch.Tensor,
-                         bias: torch.Tensor | None = None, stride: tuple[int, int] = (1, 1),
-                         padding: tuple[int, int] = (0, 0),
-                         dilation: tuple[int, int] = (1, 1)) -> torch.Tensor:
+class _GridSample(torch.autograd.Function):
+    """``grid_sample`` (bilinear, zero padding) whose backward looks ``nudge`` ahead.
+
+    Bilinear sampling is not differentiable at whole pixels. torchvision's operator
+    (and the Expansion stage, which starts from zero offsets, sits exactly there) takes
+    the difference toward the next pixel, the cell that ``floor`` picks. Normalised
+    grid coordinates do not map back to whole pixels exactly, so ``grid_sample`` would
+    take either side; evaluating its backward a few rounding errors ahead (``nudge``,
+    in grid units) always picks the next cell. Within a cell the bilinear derivative is
+    linear in the position, so elsewhere this changes the gradient by O(``nudge``).
+    """
+
+    @staticmethod
+    def forward(ctx, x, grid, nudge):
+        ctx.save_for_backward(x, grid, nudge)
+        return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, grid, nudge = ctx.saved_tensors
+        need_x, need_grid = ctx.needs_input_grad[:2]
+        grad = grad.contiguous()
+        gx = ggrid = None
+        if need_x:  # at the true positions: the input gradient is continuous there
+            gx = torch.ops.aten.grid_sampler_2d_backward(grad, x, grid, 0, 0, False, [True, False])[0]
+        if need_grid:
+            ggrid = torch.ops.aten.grid_sampler_2d_backward(grad, x, grid + nudge, 0, 0, False,
+                                                            [False, True])[1]
+        return gx, ggrid, None
+
+
+def deform_conv2d_sampled(x: torch.Tensor, offset: torch.Tensor, weight: torch.Tensor,
+                          bias: torch.Tensor | None = None, stride: tuple[int, int] = (1, 1),
+                          padding: tuple[int, int] = (0, 0),
+                          dilation: tuple[int, int] = (1, 1)) -> torch.Tensor:
     """``torchvision.ops.deform_conv2d`` (one offset group, no mask) as sampling + one GEMM.
 
     Eq. 4, ``F'(p0) = sum_n w(p_n) x(p0 + p_n + dp_n)``, split in two: bilinear sampling
-    of ``x`` at the ``k*k`` displaced positions of every output pixel (zero outside the
-    image, as torchvision's ``bilinear_interpolate``), then a single matrix product of
-    the sampled columns with the kernel. The samples are gathered as whole channel
-    vectors from a channels-last copy of ``x`` (one row per pixel), so the GEMM runs on
-    the BLAS / tensor cores in the autocast dtype, where torchvision's operator computes
-    im2col element by element in float32. Positions are built in pixel units, so a zero
-    offset lands exactly on a pixel and ``floor`` picks the same corner as torchvision:
-    the offset gradient there is the same one-sided difference. Gradients to ``x``,
-    ``offset``, ``weight`` and ``bias`` come from autograd.
+    of ``x`` at the ``k*k`` displaced positions of every output pixel with
+    ``grid_sample`` (zero outside the map, as torchvision's ``bilinear_interpolate``),
+    giving the columns ``(B, C*k*k, Ho*Wo)`` directly, then one batched matrix product
+    with the kernel. The sampling runs in float32 (positions need it); the GEMM follows
+    autocast (tensor cores in bf16 on a GPU), where torchvision's operator computes
+    im2col element by element in float32. Gradients to ``x``, ``offset``, ``weight``
+    and ``bias`` come from autograd; at whole-pixel positions the offset gradient is
+    torchvision's one-sided difference (see ``_GridSample``).
     """
     b, c, h, w = x.shape
     cout, cin, kh, kw = weight.shape
     if cin != c:
-        raise ValueError(f"deform_conv2d_gather: weight expects {cin} input channels, x has {c}")
+        raise ValueError(f"deform_conv2d_sampled: weight expects {cin} input channels, x has {c}")
     (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
     ho = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
     wo = (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
     k = kh * kw
     if offset.shape != (b, 2 * k, ho, wo):
-        raise ValueError(f"deform_conv2d_gather: offset shape {tuple(offset.shape)}, expected "
+        raise ValueError(f"deform_conv2d_sampled: offset shape {tuple(offset.shape)}, expected "
                          f"{(b, 2 * k, ho, wo)}")
-    # Sampling positions, (B, Ho, Wo, K): output pixel * stride - padding + kernel tap + offset.
-    off = offset.view(b, k, 2, ho, wo).permute(0, 3, 4, 1, 2)
-    dev = offset.device
-    tap_y = (torch.arange(kh, device=dev) * dh).repeat_interleave(kw)
-    tap_x = (torch.arange(kw, device=dev) * dw).repeat(kh)
-    py = off[..., 0] + (torch.arange(ho, device=dev) * sh - ph).view(ho, 1, 1) + tap_y
-    px = off[..., 1] + (torch.arange(wo, device=dev) * sw - pw).view(1, wo, 1) + tap_x
-    y0, x0 = torch.floor(py), torch.floor(px)
-    fy, fx = py - y0, px - x0
-    y0, x0 = y0.long(), x0.long()
-    base = (torch.arange(b, device=dev) * (h * w)).view(b, 1, 1, 1)
-    rows = x.permute(0, 2, 3, 1).reshape(b * h * w, c)  # one row of C channels per pixel
-    cols = None
-    for dy, wy in ((0, 1 - fy), (1, fy)):
-        for dx, wx in ((0, 1 - fx), (1, fx)):
-            yy, xx = y0 + dy, x0 + dx
-            inside = (yy >= 0) & (yy < h) & (xx >= 0) & (xx < w)
-            idx = torch.where(inside, base + yy * w + xx, 0)
-            weight_n = wy * wx * inside  # float32 even when rows are bfloat16
-            v = rows.index_select(0, idx.reshape(-1)).view(b, ho, wo, k, c) * weight_n[..., None]
-            cols = v if cols is None else cols + v
-    # (B*Ho*Wo, K*C) @ (K*C, Cout): the kernel reordered tap-major to match the columns.
-    kernel = weight.permute(0, 2, 3, 1).reshape(cout, k * c)
-    out = torch.matmul(cols.view(b * ho * wo, k * c), kernel.t())
+    dtype, dev = offset.dtype, offset.device
+    with torch.autocast(device_type=dev.type, enabled=False):
+        # Positions in pixels, (B, K, Ho, Wo): output pixel * stride - padding + tap + offset,
+        # offsets ordered (dy, dx) per kernel point as torchvision's.
+        off = offset.view(b, k, 2, ho, wo)
+        tap_y = (torch.arange(kh, device=dev, dtype=dtype) * dh).repeat_interleave(kw).view(k, 1, 1)
+        tap_x = (torch.arange(kw, device=dev, dtype=dtype) * dw).repeat(kh).view(k, 1, 1)
+        py = off[:, :, 0] + (torch.arange(ho, device=dev, dtype=dtype) * sh - ph).view(ho, 1) + tap_y
+        px = off[:, :, 1] + (torch.arange(wo, device=dev, dtype=dtype) * sw - pw) + tap_x
+        # grid_sample, align_corners=False: pixel i is at (2i + 1) / size - 1.
+        grid = torch.stack(((2 * px + 1) / w - 1, (2 * py + 1) / h - 1), dim=-1).view(b, k * ho, wo, 2)
+        xs = x.to(dtype)
+        if torch.is_grad_enabled() and (xs.requires_grad or grid.requires_grad):
+            eps = 8 * torch.finfo(dtype).eps * max(h, w)  # pixels; > the round trip's error
+            nudge = torch.tensor([2 * eps / w, 2 * eps / h], device=dev, dtype=dtype)
+            cols = _GridSample.apply(xs, grid, nudge)
+        else:
+            cols = F.grid_sample(xs, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    # (Cout, C*K) @ (B, C*K, Ho*Wo): the columns are channel-major like the kernel's view.
+    out = torch.matmul(weight.reshape(cout, c * k), cols.view(b, c * k, ho * wo))
     if bias is not None:
-        out = out + bias
-    return out.view(b, ho, wo, cout).permute(0, 3, 1, 2)
-
+        out = out + bias.view(cout, 1)
+    return out.view(b, cout, ho, wo)
 
 
 class DeformableSampler(nn.Module):
@@ -78,13 +104,13 @@ class DeformableSampler(nn.Module):
     expects. The last offsets computed are kept in ``last_offset`` (detached) for
     monitoring.
 
-    ``impl`` picks how Eq. 4 is computed: ``"gather"`` (:func:`deform_conv2d_gather`,
+    ``impl`` picks how Eq. 4 is computed: ``"sampled"`` (:func:`deform_conv2d_sampled`,
     sampling + one GEMM, the GEMM in the autocast dtype) or ``"torchvision"``
     (``torchvision.ops.deform_conv2d`` in float32, the reference the tests compare
     against). Both give the same function; only speed and rounding differ.
     """
 
-    def __init__(self, conv: nn.Conv2d, impl: str = "gather") -> None:
+    def __init__(self, conv: nn.Conv2d, impl: str = "sampled") -> None:
         super().__init__()
         if conv.groups != 1:
             raise ValueError("DeformableSampler wraps ungrouped convolutions only")
@@ -111,9 +137,9 @@ class DeformableSampler(nn.Module):
         with torch.autocast(device_type=x.device.type, enabled=False):
             offset = self.offset(x.to(self.offset.weight.dtype))
         self.last_offset = offset.detach()
-        if self.impl == "gather":
+        if self.impl == "sampled":
             # Sampling in float32 (positions need it); the GEMM follows autocast.
-            return deform_conv2d_gather(x, offset, self.weight, self.bias, stride=self.stride,
+            return deform_conv2d_sampled(x, offset, self.weight, self.bias, stride=self.stride,
                                         padding=self.padding, dilation=self.dilation)
         # deform_conv2d has no reduced-precision CPU kernel.
         with torch.autocast(device_type=x.device.type, enabled=False):

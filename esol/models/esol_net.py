@@ -45,10 +45,10 @@ class Arch:
 class ESOLNet(nn.Module):
     """Backbone ``f``, the extra layers ``conv_e``/``conv_s``, and classifier ``w``."""
 
-    def __init__(self, arch: Arch, pretrained: str = "none", deform_impl: str = "gather") -> None:
+    def __init__(self, arch: Arch, pretrained: str = "none", deform_impl: str = "sampled") -> None:
         """Build ``arch``; ``pretrained`` ('none', 'imagenet' or a path) initialises ``f``.
 
-        ``deform_impl`` computes the samplers (``"gather"`` or ``"torchvision"``, see
+        ``deform_impl`` computes the samplers (``"sampled"`` or ``"torchvision"``, see
         :class:`DeformableSampler`); it is not part of ``arch``: both give the same network.
         """
         super().__init__()
@@ -164,7 +164,7 @@ class ESOLNet(nn.Module):
         return {"arch": asdict(self.arch), "model": self.state_dict(), **extra}
 
     @classmethod
-    def from_checkpoint(cls, ckpt: dict[str, Any], deform_impl: str = "gather") -> ESOLNet:
+    def from_checkpoint(cls, ckpt: dict[str, Any], deform_impl: str = "sampled") -> ESOLNet:
         net = cls(Arch(**ckpt["arch"]), deform_impl=deform_impl)
         net.load_state_dict(ckpt["model"])
         return net
