@@ -140,7 +140,7 @@ class DeformableSampler(nn.Module):
         if self.impl == "sampled":
             # Sampling in float32 (positions need it); the GEMM follows autocast.
             return deform_conv2d_sampled(x, offset, self.weight, self.bias, stride=self.stride,
-                                        padding=self.padding, dilation=self.dilation)
+                                         padding=self.padding, dilation=self.dilation)
         # deform_conv2d has no reduced-precision CPU kernel.
         with torch.autocast(device_type=x.device.type, enabled=False):
             return deform_conv2d(x.to(self.weight.dtype), offset, self.weight, self.bias,
