@@ -10,7 +10,9 @@ Measured with this project's code, on random tensors of the configured sizes (ti
 does not depend on the pixel values): one optimiser step of the classifier, Expansion
 and Shrinkage at the configured batch size and crop, and the multi-scale + flip CAM of
 one image (``--size``, the dataset's typical image) for the baseline and the ESOL
-network. Each is timed under every ``--amp`` mode (fp32: full precision, TF32 off as
+network. The sampler stages and the ESOL CAM are timed with each ``--deform-impl``
+(``sampled``, the pipeline's, and ``torchvision``'s reference operator; the first one
+listed gives the hours). Each is timed under every ``--amp`` mode (fp32: full precision, TF32 off as
 PyTorch's default; bf16: autocast as ``amp: auto`` gives on a recent GPU).
 
 IRN and DeepLab-v2 are timed with the pipeline's own modules too (``esol.irn``,
@@ -51,6 +53,7 @@ from esol.irn.paths import pair_index, path_affinity, relation_labels
 from esol.irn.random_walk import random_walk, walk_to_label
 from esol.losses import classification_loss
 from esol.models.backbone import ResNetBackbone
+from esol.models.deform import DEFORM_IMPLS
 from esol.models.deeplab import DeepLabArch, DeepLabV2
 from esol.segmentation.predict import multiscale_probs
 from esol.segmentation.train import segmentation_loss
@@ -80,8 +83,15 @@ def timed(fn: Callable[[], None], warmup: int, reps: int) -> float:
 
 
 def esol_stages(cfg: dict, size: tuple[int, int], classes: int, dtype, warmup: int, reps: int,
-                cam_images: int, dev: torch.device = CUDA) -> dict[str, float]:
-    """Images per second of the classifier, Expansion, Shrinkage steps and of make_cam."""
+                cam_images: int, dev: torch.device = CUDA,
+                impls: tuple[str, ...] = DEFORM_IMPLS) -> dict[str, float]:
+    """Images per second of the classifier, Expansion, Shrinkage steps and of make_cam.
+
+    The sampler stages and the ESOL network's CAM are timed for each deformable-layer
+    implementation in ``impls``: the first under the plain names (``expansion``,
+    ``shrinkage``, ``make_cam_esol``, what the pipeline runs), the others as
+    ``<name>/<impl>`` (e.g. ``expansion/torchvision``, the reference operator).
+    """
     cfg = copy.deepcopy(cfg)
     cfg["model"]["backbone"].update(pretrained="none", frozen_bn=False)  # as gpu_estimate.py
     bs, crop = cfg["classifier"]["batch_size"], cfg["classifier"]["crop"]
@@ -90,35 +100,41 @@ def esol_stages(cfg: dict, size: tuple[int, int], classes: int, dtype, warmup: i
     y[:, 0] = 1
     net = build_classifier(cfg, classes).to(dev).train()
 
-    def stepper(objective, params):
+    def stepper(model, objective, params):
         opt = torch.optim.SGD(params, lr=1e-6)
 
         def step():
             with autocast(dtype, dev):
-                maps = net.class_maps(x)
+                maps = model.class_maps(x)
                 loss, _ = objective(maps.float().mean((2, 3)), maps.float(), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
         return step
 
-    out = {"classifier": bs / timed(stepper(lambda lg, m, t: (classification_loss(lg, t), {}),
-                                            net.parameters()), warmup, reps)}
-    net.eval()
-    params = net.to_expansion(True, cfg["expansion"]["clip_beta"])
-    out["expansion"] = bs / timed(stepper(expansion_objective(cfg["expansion"]["alpha"]), params),
-                                  warmup, reps)
-    params = net.to_shrinkage(True)
-    out["shrinkage"] = bs / timed(stepper(shrinkage_objective(cfg["shrinkage"]["gamma"],
-                                                              cfg["shrinkage"]["mu"]), params),
-                                  warmup, reps)
-    image = np.random.default_rng(0).integers(0, 255, (*size, 3), dtype=np.uint8)
-    baseline = build_classifier(cfg, classes).to(dev).eval()
-    for name, model in (("make_cam_cam", baseline), ("make_cam_esol", net)):
-        def cam(model=model):
+    def cam_rate(model) -> float:
+        def cam():
             with torch.no_grad():
                 multiscale_cam(model, image, cfg["cam"]["scales"], cfg["cam"]["flip"], dev, dtype)
-        out[name] = 1 / timed(cam, 2, cam_images)
+        return 1 / timed(cam, 2, cam_images)
+
+    out = {"classifier": bs / timed(stepper(net, lambda lg, m, t: (classification_loss(lg, t), {}),
+                                            net.parameters()), warmup, reps)}
+    net.eval()
+    image = np.random.default_rng(0).integers(0, 255, (*size, 3), dtype=np.uint8)
+    out["make_cam_cam"] = cam_rate(net)
+    for i, impl in enumerate(impls):
+        tag = "" if i == 0 else f"/{impl}"
+        esol = copy.deepcopy(net).set_deform_impl(impl)
+        params = esol.to_expansion(True, cfg["expansion"]["clip_beta"])
+        out[f"expansion{tag}"] = bs / timed(
+            stepper(esol, expansion_objective(cfg["expansion"]["alpha"]), params), warmup, reps)
+        params = esol.to_shrinkage(True)
+        out[f"shrinkage{tag}"] = bs / timed(
+            stepper(esol, shrinkage_objective(cfg["shrinkage"]["gamma"], cfg["shrinkage"]["mu"]),
+                    params), warmup, reps)
+        out[f"make_cam_esol{tag}"] = cam_rate(esol)
+        del esol, params
     return out
 
 
@@ -220,6 +236,8 @@ def main() -> None:
     ap.add_argument("--classes-per-image", type=int, default=2,
                     help="classes present in a typical image (VOC train 1.5, COCO 2.9): the walk's maps")
     ap.add_argument("--amp", nargs="+", default=["fp32", "bf16"], choices=list(AMP))
+    ap.add_argument("--deform-impl", nargs="+", default=list(DEFORM_IMPLS), choices=DEFORM_IMPLS,
+                    help="deformable-layer implementations to time; the first gives the hours")
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--reps", type=int, default=10, help="timed training steps per stage")
     ap.add_argument("--images", type=int, default=10, help="timed images per inference stage")
@@ -252,10 +270,12 @@ def main() -> None:
               "deeplab_train": deeplabs * seg["train"]["epochs"] * (n_train // seg_batch) * seg_batch,
               "deeplab_predict": deeplabs * counts[seg["eval_split"]]}
     result = {"config": args.config, "device": torch.cuda.get_device_name(0),
+              "deform_impls": args.deform_impl,
               "torch": torch.__version__, "image_size": list(size), "images": images, "modes": {}}
     for mode in args.amp:
         dtype = AMP[mode]
-        ips = esol_stages(cfg, size, args.classes, dtype, args.warmup, args.reps, args.images)
+        ips = esol_stages(cfg, size, args.classes, dtype, args.warmup, args.reps, args.images,
+                          impls=tuple(args.deform_impl))
         ips["irn_cam_train_split"] = ips["make_cam_esol"]
         ips.update(irn_stage(cfg, size, args.classes_per_image, dtype, args.warmup, args.reps, args.images))
         ips.update(deeplab_stage(cfg, size, args.classes, dtype, args.warmup, args.reps, args.images))

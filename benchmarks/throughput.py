@@ -1,21 +1,36 @@
 """Throughput of the train steps and of CAM extraction on the embedded synthetic data.
 
-Not a test: it measures and writes figures to a JSON file (README, "Benchmarks").
+Not a test: it measures and writes figures to a JSON file (README, "Benchmarks";
+docs/performance.md).
 
     python benchmarks/throughput.py --out benchmarks/out/throughput.json [--config config/config.yaml]
 
 For each stage (classifier, expansion, shrinkage) it times optimiser steps at the
-configured batch size and crop, and counts the step's floating-point operations with
-``torch.utils.flop_counter.FlopCounterMode`` (forward + backward; torchvision's
-``deform_conv2d`` is a custom operator the counter does not see, so the ESOL stages'
-GFLOP/s are lower bounds). CAM extraction is timed per image with the configured
-scales and flip, for the baseline and for the full ESOL network.
+configured batch size and crop and reports images/s, the step time as a fraction of a
+classifier step, and the GFLOP/s achieved. The Expansion and Shrinkage stages and the
+ESOL network's CAM extraction are timed for each implementation of the deformable
+layer (``torchvision``: ``torchvision.ops.deform_conv2d``; ``sampled``: sampling + one
+GEMM, ``esol.models.deform.deform_conv2d_sampled``) in the same process.
+
+The CPU this runs on may be shared: every figure is the median of ``--rounds`` rounds,
+and within a round the classifier and both implementations are timed one after the
+other, so a slow spell hits them alike. On a heavily shared CPU, ``--threads 1
+--clock cpu`` times this process's CPU seconds instead of elapsed ones.
+
+FLOPs are counted with ``torch.utils.flop_counter.FlopCounterMode`` (forward +
+backward) on the ``sampled`` implementation, whose deformable layer is a matmul
+the counter sees (its bilinear interpolation, a few operations per sample, is not
+counted); the same count is used for the ``torchvision`` timing, since that operator
+does the same arithmetic and is invisible to the counter.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
+import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -31,38 +46,43 @@ from esol.data.datasets import ClassificationDataset
 from esol.data.voc import prepare_dataset, read_image
 from esol.evaluate import write_json
 from esol.losses import classification_loss
+from esol.models.deform import DEFORM_IMPLS
 from esol.stages import build_classifier, expansion_objective, shrinkage_objective
-from esol.utils import select_device
+from esol.utils import amp_dtype, autocast, select_device
 from machine import cpu_name
 
 
-def _step_fn(net, objective, optimizer):
+def _step_fn(net, objective, optimizer, amp, device):
     def step(batch):
-        maps = net.class_maps(batch["img"])
-        loss, _ = objective(maps.mean((2, 3)), maps, batch["label"])
+        with autocast(amp, device):
+            maps = net.class_maps(batch["img"])
+            loss, _ = objective(maps.float().mean((2, 3)), maps.float(), batch["label"])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
     return step
 
 
-def _time_steps(step, batches, warmup: int, device) -> float:
-    for b in batches[:warmup]:
-        step(b)
+def _sync(device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize()
-    start = time.perf_counter()
-    for b in batches[warmup:]:
-        step(b)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return time.perf_counter() - start
 
 
-def _flops(step, batch) -> int:
+def _time(fn, items, device, clock) -> float:
+    """Seconds to run ``fn`` over ``items`` on ``clock`` (``time.perf_counter`` or
+    ``time.process_time``)."""
+    _sync(device)
+    start = clock()
+    for item in items:
+        fn(item)
+    _sync(device)
+    return clock() - start
+
+
+def _flops(fn, item) -> int:
     counter = FlopCounterMode(display=False)
     with counter:
-        step(batch)
+        fn(item)
     return counter.get_total_flops()
 
 
@@ -70,20 +90,31 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default="config/config.yaml")
     ap.add_argument("--out", default="benchmarks/out/throughput.json")
-    ap.add_argument("--steps", type=int, default=6, help="timed steps per stage (after 2 warm-up)")
-    ap.add_argument("--images", type=int, default=12, help="images timed for CAM extraction")
+    ap.add_argument("--steps", type=int, default=3, help="timed steps per stage and round")
+    ap.add_argument("--images", type=int, default=6, help="images timed for CAM extraction per round")
+    ap.add_argument("--rounds", type=int, default=3, help="rounds; figures are their medians")
+    ap.add_argument("--amp", choices=["fp32", "config"], default="fp32",
+                    help="fp32 (default), or the config's amp setting (bf16 on the demo)")
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
+    ap.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                    help="wall: elapsed time; cpu: this process's CPU time, which a CPU shared "
+                         "with other jobs inflates much less (use with --threads 1: several "
+                         "threads also count their spin-waiting)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     cfg = yaml.safe_load(Path(args.config).read_text())
     device = select_device(cfg["device"])
+    amp = amp_dtype(cfg["amp"], device) if args.amp == "config" else None
     syn = dict(cfg["dataset"]["synthetic"])
     bs = cfg["classifier"]["batch_size"]
-    n_train = bs * (args.steps + 2)
-    syn["counts"] = {"train_aug": n_train, "train": args.images, "val": 1, "test": 0}
+    syn["counts"] = {"train_aug": bs * (args.steps + 1), "train": args.images + 1, "val": 1, "test": 0}
     results: dict = {"config": args.config, "device": str(device), "threads": args.threads,
-                     "torch": torch.__version__, "cpu": cpu_name(),
-                     "batch_size": bs, "crop": cfg["classifier"]["crop"], "stages": {}}
+                     "torch": torch.__version__, "cpu": cpu_name(), "amp": str(amp),
+                     "batch_size": bs, "crop": cfg["classifier"]["crop"],
+                     "rounds": args.rounds, "steps_per_round": args.steps,
+                     "cam_images_per_round": args.images, "statistic": "median over rounds",
+                     "clock": args.clock}
+    clock = time.perf_counter if args.clock == "wall" else time.process_time
     with tempfile.TemporaryDirectory() as tmp:
         names = synthetic.generate(tmp, syn, seed=cfg["seed"])
         info = prepare_dataset(tmp, names, ["train_aug", "train"])
@@ -91,39 +122,72 @@ def main() -> None:
                                    cfg["classifier"]["crop"], seed=0)
         batches = [{k: v.to(device) if torch.is_tensor(v) else v for k, v in b.items()}
                    for b in DataLoader(ds, batch_size=bs, drop_last=True)]
-        net = build_classifier(cfg, info.num_classes).to(device).train()
-        opt = torch.optim.SGD(net.parameters(), lr=1e-4, momentum=0.9)
-        step = _step_fn(net, lambda lg, maps, y: (classification_loss(lg, y), {}), opt)
-        results["stages"]["classifier"] = _record(_flops(step, batches[0]),
-                                                  _time_steps(step, batches, 2, device), args.steps, bs)
-        net.eval()
-        params = net.to_expansion(True, cfg["expansion"]["clip_beta"])
-        step = _step_fn(net, expansion_objective(cfg["expansion"]["alpha"]),
-                        torch.optim.SGD(params, lr=1e-6))
-        results["stages"]["expansion"] = _record(_flops(step, batches[0]),
-                                                 _time_steps(step, batches, 2, device), args.steps, bs)
-        params = net.to_shrinkage(True)
-        step = _step_fn(net, shrinkage_objective(1.0, 1.0), torch.optim.SGD(params, lr=1e-6))
-        results["stages"]["shrinkage"] = _record(_flops(step, batches[0]),
-                                                 _time_steps(step, batches, 2, device), args.steps, bs)
+        warm, timed = batches[0], batches[1:]
+        clf = build_classifier(cfg, info.num_classes).to(device).train()
+        steps = {"classifier": _step_fn(clf, lambda lg, maps, y: (classification_loss(lg, y), {}),
+                                        torch.optim.SGD(clf.parameters(), lr=1e-4, momentum=0.9),
+                                        amp, device)}
+        esol_nets = {}
+        for impl in DEFORM_IMPLS:
+            net = copy.deepcopy(clf).eval().set_deform_impl(impl)
+            params = net.to_expansion(True, cfg["expansion"]["clip_beta"])
+            steps[f"expansion/{impl}"] = _step_fn(
+                net, expansion_objective(cfg["expansion"]["alpha"]), torch.optim.SGD(params, lr=1e-6),
+                amp, device)
+            net = copy.deepcopy(net)
+            params = net.to_shrinkage(True)
+            steps[f"shrinkage/{impl}"] = _step_fn(
+                net, shrinkage_objective(cfg["shrinkage"]["gamma"], cfg["shrinkage"]["mu"]),
+                torch.optim.SGD(params, lr=1e-6), amp, device)
+            esol_nets[impl] = net
         images = [read_image(info.layout.image(i)) for i in info.ids("train")]
-        cam_net = build_classifier(cfg, info.num_classes).to(device).eval()
-        for name, model in (("cam", cam_net), ("esol", net)):
-            multiscale_cam(model, images[0], cfg["cam"]["scales"], cfg["cam"]["flip"], device)
-            start = time.perf_counter()
-            for img in images:
-                multiscale_cam(model, img, cfg["cam"]["scales"], cfg["cam"]["flip"], device)
-            secs = time.perf_counter() - start
-            results[f"make_cam_{name}"] = {"images_per_s": len(images) / secs,
-                                           "scales": cfg["cam"]["scales"], "flip": cfg["cam"]["flip"]}
+        cam_net = copy.deepcopy(clf).eval()
+
+        def cam_fn(model):
+            def run(img):
+                multiscale_cam(model, img, cfg["cam"]["scales"], cfg["cam"]["flip"], device, amp)
+            return run
+
+        cams = {"make_cam/cam": cam_fn(cam_net),
+                **{f"make_cam/esol/{impl}": cam_fn(esol_nets[impl]) for impl in DEFORM_IMPLS}}
+        flops = {name: _flops(fn, warm) for name, fn in steps.items() if "torchvision" not in name}
+        flops.update({name: _flops(fn, images[0]) for name, fn in cams.items()
+                      if "torchvision" not in name})
+        secs: dict[str, list[float]] = {name: [] for name in (*steps, *cams)}
+        for fn in steps.values():
+            fn(warm)
+        for fn in cams.values():
+            fn(images[0])
+        for r in range(args.rounds):
+            for name, fn in steps.items():
+                secs[name].append(_time(fn, timed, device, clock) / len(timed))
+            for name, fn in cams.items():
+                secs[name].append(_time(fn, images[1:], device, clock) / len(images[1:]))
+            print(f"round {r + 1}/{args.rounds}: " + ", ".join(f"{k} {v[-1]:.3f} s"
+                                                           for k, v in secs.items()),
+                  file=sys.stderr, flush=True)
+    clf_step = statistics.median(secs["classifier"])
+    out: dict = {}
+    for name, runs in secs.items():
+        per_item = statistics.median(runs)
+        work = flops[name.replace("torchvision", "sampled")]
+        rec = {"seconds_per_item": per_item, "runs_seconds_per_item": runs,
+               "gflop_per_item": work / 1e9, "achieved_gflop_per_s": work / 1e9 / per_item}
+        if name.startswith("make_cam"):
+            rec["images_per_s"] = 1 / per_item
+            rec.update(scales=cfg["cam"]["scales"], flip=cfg["cam"]["flip"])
+        else:
+            rec["images_per_s"] = bs / per_item
+            rec["fraction_of_classifier_step"] = per_item / clf_step
+        out[name] = rec
+    results["stages"] = out
     write_json(args.out, results)
     print(json.dumps(results, indent=1))
-
-
-def _record(step_flops: int, secs: float, steps: int, batch: int) -> dict:
-    """Images per second, and GFLOP/s achieved: one step's counted FLOPs per step time."""
-    return {"images_per_s": steps * batch / secs, "step_gflop": step_flops / 1e9,
-            "achieved_gflop_per_s": step_flops / 1e9 / (secs / steps)}
+    for name, rec in out.items():
+        frac = rec.get("fraction_of_classifier_step")
+        print(f"{name:28s} {rec['images_per_s']:7.2f} img/s  "
+              f"{'' if frac is None else f'{frac:5.2f} of a classifier step'}  "
+              f"{rec['achieved_gflop_per_s']:6.1f} GFLOP/s")
 
 
 if __name__ == "__main__":

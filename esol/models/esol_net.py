@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from esol.models.backbone import ResNetBackbone
-from esol.models.deform import DeformableSampler, feature_clip
+from esol.models.deform import DEFORM_IMPLS, DeformableSampler, feature_clip
 
 STAGES = ("classifier", "expansion", "shrinkage")
 
@@ -45,9 +45,14 @@ class Arch:
 class ESOLNet(nn.Module):
     """Backbone ``f``, the extra layers ``conv_e``/``conv_s``, and classifier ``w``."""
 
-    def __init__(self, arch: Arch, pretrained: str = "none") -> None:
-        """Build ``arch``; ``pretrained`` ('none', 'imagenet' or a path) initialises ``f``."""
+    def __init__(self, arch: Arch, pretrained: str = "none", deform_impl: str = "sampled") -> None:
+        """Build ``arch``; ``pretrained`` ('none', 'imagenet' or a path) initialises ``f``.
+
+        ``deform_impl`` computes the samplers (``"sampled"`` or ``"torchvision"``, see
+        :class:`DeformableSampler`); it is not part of ``arch``: both give the same network.
+        """
         super().__init__()
+        self.deform_impl = deform_impl
         if arch.kernel_size not in (1, 3):
             raise ValueError(f"model.kernel_size must be 1 or 3, got {arch.kernel_size}")
         self.backbone = ResNetBackbone(arch.depth, pretrained=pretrained,
@@ -60,10 +65,21 @@ class ESOLNet(nn.Module):
             nn.init.zeros_(conv.bias)
         self.classifier = nn.Conv2d(c, arch.num_classes, 1, bias=False)
         if arch.deformable_e:
-            self.conv_e = DeformableSampler(self.conv_e)
+            self.conv_e = DeformableSampler(self.conv_e, deform_impl)
         if arch.deformable_s:
-            self.conv_s = DeformableSampler(self.conv_s)
+            self.conv_s = DeformableSampler(self.conv_s, deform_impl)
         self.arch = arch
+
+    def set_deform_impl(self, impl: str) -> ESOLNet:
+        """Compute the samplers, present and future, with ``impl`` (same results)."""
+        if impl not in DEFORM_IMPLS:
+            raise ValueError(f"deformable layer implementation must be one of {DEFORM_IMPLS}, "
+                             f"got {impl!r}")
+        self.deform_impl = impl
+        for m in self.modules():
+            if isinstance(m, DeformableSampler):
+                m.impl = impl
+        return self
 
     # -- forward ---------------------------------------------------------------
 
@@ -107,7 +123,7 @@ class ESOLNet(nn.Module):
         if self.arch.stage != "classifier":
             raise RuntimeError(f"to_expansion on a network in stage {self.arch.stage!r}")
         if deformable:
-            self.conv_e = DeformableSampler(self.conv_e)
+            self.conv_e = DeformableSampler(self.conv_e, self.deform_impl)
         self.arch = replace(self.arch, stage="expansion", deformable_e=deformable,
                             clip_beta=clip_beta)
         return self._train_only(self.conv_e.offset.parameters() if deformable else ())
@@ -121,7 +137,7 @@ class ESOLNet(nn.Module):
         if self.arch.stage == "shrinkage":
             raise RuntimeError("to_shrinkage on a network already in the Shrinkage stage")
         if deformable:
-            self.conv_s = DeformableSampler(self.conv_s)
+            self.conv_s = DeformableSampler(self.conv_s, self.deform_impl)
             params = self.conv_s.offset.parameters()
         else:
             params = self.conv_s.parameters()
@@ -148,7 +164,7 @@ class ESOLNet(nn.Module):
         return {"arch": asdict(self.arch), "model": self.state_dict(), **extra}
 
     @classmethod
-    def from_checkpoint(cls, ckpt: dict[str, Any]) -> ESOLNet:
-        net = cls(Arch(**ckpt["arch"]))
+    def from_checkpoint(cls, ckpt: dict[str, Any], deform_impl: str = "sampled") -> ESOLNet:
+        net = cls(Arch(**ckpt["arch"]), deform_impl=deform_impl)
         net.load_state_dict(ckpt["model"])
         return net
