@@ -1,6 +1,8 @@
 # Path helpers and config lookups shared by the rules. No rule logic here.
 
 import os
+import re
+import sys
 
 from snakemake.utils import validate
 
@@ -22,11 +24,57 @@ RESULTS = f"results/{DATASET['name']}"
 METHODS = list(config["methods"])
 SPLITS = DATASET["splits"] + DATASET.get("test_splits", [])
 
+# Parse-time helpers for method variants and sweeps come from this checkout's esol
+# (stdlib only), whatever esol the running Python has installed.
+sys.path.insert(0, REPO_ROOT)
+from esol.sweeps import (
+    check_overrides,
+    effective_section,
+    expand_sweeps,
+    expansion_tag,
+    switches,
+)
+
+for _m, _spec in config["methods"].items():
+    check_overrides(f"methods.{_m}.overrides", _spec.get("overrides") or {})
+# Sweeps (Figure 6) add variants of a base method; VARIANTS = Table 6's methods + those.
+SWEEPS = config.get("sweeps") or {}
+SWEEP_VARIANTS, SWEEP_MEMBERS = expand_sweeps(
+    config["methods"],
+    SWEEPS,
+    {"expansion": config["expansion"], "shrinkage": config["shrinkage"]},
+)
+VARIANTS = {**config["methods"], **SWEEP_VARIANTS}
+
+
+def method_section(method, stage):
+    """A method's effective expansion or shrinkage section: the config's, overridden."""
+    return effective_section(config[stage], stage, VARIANTS[method].get("overrides"))
+
+
+def method_tag(method):
+    """The Expansion checkpoint a method uses: one per distinct Expansion setting."""
+    spec = VARIANTS[method]
+    return expansion_tag(
+        spec["clipping"], config["expansion"], method_section(method, "expansion")
+    )
+
+
+# Every Expansion training the variants need: tag -> its switches and section.
+EXPANSIONS = {
+    method_tag(m): {
+        "switches": {"expansion_offsets": True, "clipping": bool(s["clipping"])},
+        "section": method_section(m, "expansion"),
+    }
+    for m, s in VARIANTS.items()
+    if s["expansion_offsets"]
+}
+
 
 wildcard_constraints:
-    method="|".join(METHODS),
+    method="|".join(re.escape(m) for m in VARIANTS),
     split="|".join(SPLITS),
-    clip="clip|noclip",
+    etag="|".join(re.escape(t) for t in EXPANSIONS) or "clip",
 
 
 def synthetic_root():
@@ -61,34 +109,41 @@ def benchmark_path(rule, *parts):
 
 
 def method_spec(wildcards):
-    """The Table 6 switches of a method."""
-    return config["methods"][wildcards.method]
-
-
-def clip_tag(spec):
-    """Methods whose Expansion stages agree share one checkpoint, keyed by clipping."""
-    return "clip" if spec["clipping"] else "noclip"
+    """The Table 6 switches of a method (its overrides are the stages' params)."""
+    return switches(VARIANTS[wildcards.method])
 
 
 def expansion_switches(wildcards):
-    return {"expansion_offsets": True, "clipping": wildcards.clip == "clip"}
+    return EXPANSIONS[wildcards.etag]["switches"]
+
+
+def expansion_params(wildcards):
+    """The effective expansion section of an Expansion checkpoint."""
+    return EXPANSIONS[wildcards.etag]["section"]
+
+
+def shrinkage_params(wildcards):
+    return method_section(wildcards.method, "shrinkage")
+
+
+def method_clip_beta(wildcards):
+    return method_section(wildcards.method, "expansion")["clip_beta"]
 
 
 def shrinkage_input(wildcards):
     """Shrinkage starts from the method's Expansion, or the classifier if it has none."""
-    spec = config["methods"][wildcards.method]
-    if spec["expansion_offsets"]:
-        return model_path(f"expansion_{clip_tag(spec)}")
+    if VARIANTS[wildcards.method]["expansion_offsets"]:
+        return model_path(f"expansion_{method_tag(wildcards.method)}")
     return model_path("classifier")
 
 
 def method_checkpoint(wildcards):
     """The checkpoint a method's CAMs come from: the last stage it trains."""
-    spec = config["methods"][wildcards.method]
+    spec = VARIANTS[wildcards.method]
     if spec["shrinkage"]:
         return model_path(f"shrinkage_{wildcards.method}")
     if spec["expansion_offsets"]:
-        return model_path(f"expansion_{clip_tag(spec)}")
+        return model_path(f"expansion_{method_tag(wildcards.method)}")
     return model_path("classifier")
 
 
@@ -107,6 +162,7 @@ def all_outputs():
         + [f"{RESULTS}/seeds/table6.md"]
         + ([table1_outputs()["table_md"]] if REFINE_METHODS else [])
         + report_targets()
+        + [sweep_outputs(s)["png"] for s in SWEEPS]
     )
 
 

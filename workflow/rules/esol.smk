@@ -6,15 +6,15 @@ rule train_expansion:
         dataset=prepared("dataset.json"),
         classifier=model_path("classifier"),
     output:
-        model=model_path("expansion_{clip}"),
-        history=f"{RESULTS}/models/expansion_{{clip}}_history.csv",
+        model=model_path("expansion_{etag}"),
+        history=f"{RESULTS}/models/expansion_{{etag}}_history.csv",
     params:
-        expansion=config["expansion"],
+        expansion=expansion_params,
         switches=expansion_switches,
     log:
-        log_path("train_expansion", "{clip}"),
+        log_path("train_expansion", "{etag}"),
     benchmark:
-        benchmark_path("train_expansion", "{clip}")
+        benchmark_path("train_expansion", "{etag}")
     threads: TORCH_THREADS
     resources:
         mem_mb=stage_mem_mb("expansion"),
@@ -34,7 +34,8 @@ rule train_shrinkage:
         model=model_path("shrinkage_{method}"),
         history=f"{RESULTS}/models/shrinkage_{{method}}_history.csv",
     params:
-        shrinkage=config["shrinkage"],
+        shrinkage=shrinkage_params,
+        clip_beta=method_clip_beta,
         switches=method_spec,
     log:
         log_path("train_shrinkage", "{method}"),
@@ -63,7 +64,7 @@ rule compare_seeds:
         recall_png=f"{RESULTS}/seeds/recall_vs_threshold.png",
         grid_png=f"{RESULTS}/seeds/fig5_grid.png",
     params:
-        methods=config["methods"],
+        methods={m: switches(config["methods"][m]) for m in METHODS},
         figures=config["figures"],
     log:
         log_path("compare_seeds"),

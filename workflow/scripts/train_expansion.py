@@ -6,4 +6,5 @@ from esol.utils import rule_logging
 with rule_logging(snakemake.log[0], snakemake.threads):  # noqa: F821
     train_expansion(snakemake.config, snakemake.params.switches,  # noqa: F821
                     snakemake.input.classifier, snakemake.input.dataset,  # noqa: F821
-                    snakemake.output.model, snakemake.output.history)  # noqa: F821
+                    snakemake.output.model, snakemake.output.history,  # noqa: F821
+                    expansion=snakemake.params.expansion)  # noqa: F821

@@ -6,4 +6,6 @@ from esol.utils import rule_logging
 with rule_logging(snakemake.log[0], snakemake.threads):  # noqa: F821
     train_shrinkage(snakemake.config, snakemake.params.switches,  # noqa: F821
                     snakemake.input.expansion, snakemake.input.dataset,  # noqa: F821
-                    snakemake.output.model, snakemake.output.history)  # noqa: F821
+                    snakemake.output.model, snakemake.output.history,  # noqa: F821
+                    shrinkage=snakemake.params.shrinkage,  # noqa: F821
+                    clip_beta=snakemake.params.clip_beta)  # noqa: F821
