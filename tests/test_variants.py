@@ -179,3 +179,24 @@ def test_override_of_a_missing_key_is_a_config_error_naming_it(tmp_path):
     counts, _, err = dry_run(tmp_path, _config(methods))
     assert not counts
     assert "methods.esol_x.overrides.expansion.alfa" in err
+
+
+# -- Table 6: the paper's number beside ours ---------------------------------------------
+
+
+def test_table6_paper_column_by_switches():
+    import numpy as np
+
+    from esol.report import seed_table, table_markdown
+
+    methods = {"cam": CAM, "esol_no_dts": {**ESOL, "shrinkage_offsets": False},
+               "esol": ESOL, "esol_mu01": {**ESOL, "overrides": {"shrinkage.mu": 0.1}}}
+    summaries = {m: {"miou": 0.5, "threshold": 0.3, "precision": 0.6, "recall": 0.7} for m in methods}
+    curves = {m: {k: np.array([0.3]) for k in ("threshold", "miou", "precision", "recall")}
+              for m in methods}
+    rows = seed_table(methods, summaries, curves, paper=True)
+    # Baseline 48.4, w/o DT_s 50.9, full 53.6; a variant with overrides has no paper row.
+    assert [r["paper"] for r in rows] == [48.4, 50.9, 53.6, None]
+    md = table_markdown(rows, "train", 10)
+    assert "| seed mIoU (%) | paper (%) |" in md and "| 50.0 | 50.9 |" in md
+    assert "paper" not in seed_table(methods, summaries, curves)[0]

@@ -64,8 +64,9 @@ rule compare_seeds:
         recall_png=f"{RESULTS}/seeds/recall_vs_threshold.png",
         grid_png=f"{RESULTS}/seeds/fig5_grid.png",
     params:
-        methods={m: switches(config["methods"][m]) for m in METHODS},
+        methods=config["methods"],
         figures=config["figures"],
+        paper=DATASET["source"] == "voc",
     log:
         log_path("compare_seeds"),
     benchmark:
