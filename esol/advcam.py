@@ -175,3 +175,18 @@ def make_advcams(net: ESOLNet, info: DatasetInfo, split: str, out_path: str | os
             "advcam": json.dumps(dict(settings)), **(attrs or {})}
     write_cams(out_path, records(), total=len(ids), attrs=meta, skip=skip)
     return len(ids)
+
+
+def extract_advcams(checkpoint: str | os.PathLike, dataset_json: str | os.PathLike, split: str,
+                    out_path: str | os.PathLike, scales: Sequence[float], flip: bool,
+                    settings: Mapping[str, Any], device: str = "auto") -> int:
+    """Rule ``make_advcam``: AdvCAM maps of a split from the classifier's checkpoint."""
+    from esol.engine import load_checkpoint
+    from esol.utils import select_device
+
+    missing = [k for k in DEFAULTS if k not in settings]
+    if missing:
+        raise ValueError(f"config key advcam lacks {missing} (AdvCAM's defaults: {DEFAULTS})")
+    net = ESOLNet.from_checkpoint(load_checkpoint(checkpoint))
+    return make_advcams(net, DatasetInfo.from_json(dataset_json), split, out_path, scales, flip,
+                        settings, select_device(device), attrs={"checkpoint": str(checkpoint)})

@@ -200,3 +200,22 @@ def test_table6_paper_column_by_switches():
     md = table_markdown(rows, "train", 10)
     assert "| seed mIoU (%) | paper (%) |" in md and "| 50.0 | 50.9 |" in md
     assert "paper" not in seed_table(methods, summaries, curves)[0]
+
+
+# -- AdvCAM as a seed method ---------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_advcam_method_gets_make_advcam_from_the_classifier(tmp_path):
+    adv = {**CAM, "advcam": True}
+    cfg = _config({"cam": CAM, "advcam": adv})
+    cfg["advcam"] = {"adv_iter": 2, "ad_coeff": 7, "ad_stepsize": 0.08, "score_th": 0.5}
+    counts, outputs, err = dry_run(tmp_path, cfg, "results/synthetic/seeds/table6.md")
+    assert counts, err[-3000:]
+    assert counts["make_advcam"] == 1 and counts["make_cam"] == 1
+    assert counts["train_classifier"] == 1 and "train_expansion" not in counts
+    assert "results/synthetic/cams/advcam/train.h5" in outputs
+    # AdvCAM with an ESOL switch on is refused, naming the method.
+    cfg["methods"]["advcam"] = {**adv, "clipping": True}
+    counts, _, err = dry_run(tmp_path / "bad", cfg)
+    assert not counts and "methods.advcam: advcam runs on the classifier alone" in err

@@ -60,6 +60,22 @@ def method_tag(method):
     )
 
 
+# AdvCAM methods (switch advcam): anti-adversarial manipulation of the classifier's
+# input instead of ESOL's stages, so every other switch is off (rule make_advcam).
+ADVCAM_METHODS = [m for m, s in VARIANTS.items() if s.get("advcam")]
+for _m in ADVCAM_METHODS:
+    if any(switches(VARIANTS[_m]).values()) or VARIANTS[_m].get("overrides"):
+        raise ValueError(
+            f"config key methods.{_m}: advcam runs on the classifier alone; "
+            "turn its other switches off and drop its overrides"
+        )
+if ADVCAM_METHODS and "advcam" not in config:
+    raise ValueError(
+        f"config key advcam (adv_iter, ad_coeff, ad_stepsize, score_th) is needed by "
+        f"methods {ADVCAM_METHODS}"
+    )
+
+
 # Every Expansion training the variants need: tag -> its switches and section.
 EXPANSIONS = {
     method_tag(m): {

@@ -52,6 +52,40 @@ rule train_shrinkage:
         "../scripts/train_shrinkage.py"
 
 
+# AdvCAM's seeds (Lee et al. CVPR'21, esol/advcam.py): the same CAM file format as
+# make_cam, so eval_seed, the CRF and IRN read them; chosen over make_cam for the
+# methods with the advcam switch.
+ruleorder: make_advcam > make_cam
+
+
+rule make_advcam:
+    input:
+        dataset=prepared("dataset.json"),
+        checkpoint=model_path("classifier"),
+    output:
+        cams=cam_path("{method}", "{split}"),
+    wildcard_constraints:
+        method="|".join(re.escape(m) for m in ADVCAM_METHODS) or "no_advcam_method",
+    params:
+        cam=config["cam"],
+        advcam=config.get("advcam"),
+    log:
+        log_path("make_advcam", "{method}", "{split}"),
+    benchmark:
+        benchmark_path("make_advcam", "{method}", "{split}")
+    threads: TORCH_THREADS
+    resources:
+        # Forward + backward through the backbone per step and class: training memory.
+        mem_mb=stage_mem_mb("classifier"),
+        # adv_iter steps of ~3 forward passes each, for ~2 classes per image.
+        runtime=lambda wc: cam_runtime(wc) * 6 * config["advcam"]["adv_iter"],
+        gpu=gpus(),
+    conda:
+        "../envs/esol.yaml"
+    script:
+        "../scripts/make_advcam.py"
+
+
 rule compare_seeds:
     input:
         dataset=prepared("dataset.json"),
