@@ -163,6 +163,55 @@ def method_checkpoint(wildcards):
     return model_path("classifier")
 
 
+def table5_chain(method):
+    """Table 5: the benchmark files of the jobs a method's pseudo labels cost, by part:
+    the classifier, its own stages, its CAMs (AdvCAM: in its manipulation), IRN."""
+    spec = VARIANTS[method]
+    split = os.path.basename(seed_cam_path(method, DATASET["seed_split"]))[: -len(".h5")]
+    stages = []
+    if spec.get("advcam"):
+        stages.append(benchmark_path("make_advcam", method, split))
+    if spec["expansion_offsets"]:
+        stages.append(benchmark_path("train_expansion", method_tag(method)))
+    if spec["shrinkage"]:
+        stages.append(benchmark_path("train_shrinkage", method))
+    refined = method in REFINE_METHODS
+    return {
+        "classifier": [benchmark_path("train_classifier")],
+        "stages": stages,
+        "cams": [] if spec.get("advcam") else [benchmark_path("make_cam", method, split)],
+        "refinement": (
+            [benchmark_path(r, method) for r in ("ir_labels", "train_irn", "pseudo_masks")]
+            if refined
+            else []
+        ),
+    }
+
+
+def table5_kind(method):
+    """Which of the paper's Table 5 rows a method is: ESOL (every switch), AdvCAM, or none."""
+    spec = VARIANTS[method]
+    if spec.get("advcam"):
+        return "AdvCAM"
+    if all(switches(spec).values()) and not spec.get("overrides"):
+        return "ESOL"
+    return None
+
+
+def table5_inputs(wildcards=None):
+    """The outputs of the jobs Table 5 times, so their benchmark files exist."""
+    out = []
+    for m in METHODS:
+        out.append(seed_cam_path(m, DATASET["seed_split"]))
+        if m in REFINE_METHODS:
+            out.append(pseudo_mask_dir(m))
+    return out
+
+
+def table5_outputs():
+    return {"table_md": report_path("table5.md"), "table_csv": report_path("table5.csv")}
+
+
 def cam_path(method, split):
     return f"{RESULTS}/cams/{method}/{split}.h5"
 
@@ -179,6 +228,7 @@ def all_outputs():
         + ([table1_outputs()["table_md"]] if REFINE_METHODS else [])
         + report_targets()
         + [sweep_outputs(s)["png"] for s in SWEEPS]
+        + ([table5_outputs()["table_md"]] if ADVCAM_METHODS else [])
     )
 
 

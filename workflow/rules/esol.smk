@@ -113,3 +113,31 @@ rule compare_seeds:
         "../envs/esol.yaml"
     script:
         "../scripts/compare_seeds.py"
+
+
+# The paper's Table 5: pseudo-label generation time per method, summed from the benchmark
+# files of the jobs in its chain (esol/timing.py). In the default target when a method
+# uses AdvCAM (the comparison the table makes); any run can ask for it.
+rule table5:
+    input:
+        table5_inputs(),
+    output:
+        **table5_outputs(),
+    params:
+        chains={m: table5_chain(m) for m in METHODS},
+        kinds={m: table5_kind(m) for m in METHODS},
+        cam_splits={
+            m: os.path.basename(seed_cam_path(m, DATASET["seed_split"]))[: -len(".h5")]
+            for m in METHODS
+        },
+        device=config["device"],
+    log:
+        log_path("table5"),
+    threads: 1
+    resources:
+        mem_mb=eval_mem_mb(),
+        runtime=report_runtime(),
+    conda:
+        "../envs/esol.yaml"
+    script:
+        "../scripts/table5.py"
