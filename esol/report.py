@@ -21,6 +21,28 @@ log = logging.getLogger(__name__)
 SWITCHES = (("expansion_offsets", "DT_e"), ("clipping", "FL"), ("shrinkage", "Shr."),
             ("shrinkage_offsets", "DT_s"), ("area_loss", "L_area"))
 
+# The paper's Table 6 (seed mIoU %, PASCAL VOC 2012 train), keyed by the switches above in
+# their order (DT_e, FL, Shrinkage, DT_s, L_area): row label and number.
+PAPER_TABLE6: dict[tuple[bool, ...], tuple[str, float]] = {
+    (False, False, False, False, False): ("Baseline", 48.4),
+    (True, False, False, False, False): ("Expansion w/o clipping", 48.5),
+    (True, True, False, False, False): ("Expansion", 49.1),
+    (True, False, True, True, True): ("Expansion + Shrinkage w/o FL", 51.8),
+    (True, True, True, False, False): ("Expansion + Shrinkage w/o (DT_s + L_area)", 50.1),
+    (True, True, True, False, True): ("Expansion + Shrinkage w/o DT_s", 50.9),
+    (True, True, True, True, False): ("Expansion + Shrinkage w/o L_area", 52.8),
+    (True, True, True, True, True): ("Expansion + Shrinkage", 53.6),
+}
+
+
+def paper_table6(spec: Mapping[str, Any]) -> float | None:
+    """The paper's Table 6 seed mIoU (%) of a method's switches; None for a variant that
+    overrides a stage setting (the paper's rows use its defaults) or has no row."""
+    if spec.get("overrides") or spec.get("advcam"):
+        return None
+    row = PAPER_TABLE6.get(tuple(bool(spec[k]) for k, _ in SWITCHES))
+    return row[1] if row else None
+
 
 def baseline_method(methods: Mapping[str, Mapping[str, bool]]) -> str | None:
     """The method with every switch off (the paper's "Baseline" row), if any."""
@@ -28,11 +50,13 @@ def baseline_method(methods: Mapping[str, Mapping[str, bool]]) -> str | None:
 
 
 def seed_table(methods: Mapping[str, Mapping[str, bool]], summaries: Mapping[str, dict],
-               sweeps: Mapping[str, dict[str, np.ndarray]]) -> list[dict[str, Any]]:
+               sweeps: Mapping[str, dict[str, np.ndarray]], paper: bool = False
+               ) -> list[dict[str, Any]]:
     """One row per method: switches, seed quality at the oracle threshold (the best against
     the seed split's own ground truth, the paper's convention) and at the preset threshold
     (fixed before evaluation, when the summary has it), and precision/recall at the
     baseline's oracle threshold (so recall and precision compare at one operating point).
+    ``paper`` adds the paper's Table 6 number (VOC) as column ``paper``.
     """
     base = baseline_method(methods)
     t0 = summaries[base]["threshold"] if base else None
@@ -50,6 +74,8 @@ def seed_table(methods: Mapping[str, Mapping[str, bool]], summaries: Mapping[str
                         "precision_preset": p["precision"], "recall_preset": p["recall"]})
         if "ground_truth" in s:
             row["ground_truth"] = s["ground_truth"]["masks"]
+        if paper:
+            row["paper"] = paper_table6(spec)
         if t0 is not None:
             sw = sweeps[name]
             i = int(np.argmin(np.abs(sw["threshold"] - t0)))
@@ -63,8 +89,9 @@ def seed_table(methods: Mapping[str, Mapping[str, bool]], summaries: Mapping[str
 def table_markdown(rows: Sequence[dict[str, Any]], split: str, images: int) -> str:
     has_t0 = "t0" in rows[0]
     has_preset = "miou_preset" in rows[0]
-    head = ["Method", *(label for _, label in SWITCHES), "seed mIoU, oracle t (%)", "oracle t",
-            "precision", "recall"]
+    has_paper = "paper" in rows[0]
+    head = ["Method", *(label for _, label in SWITCHES), "seed mIoU, oracle t (%)",
+            *(["paper (%)"] if has_paper else []), "oracle t", "precision", "recall"]
     if has_preset:
         head += ["seed mIoU, preset t (%)", "preset t"]
     if has_t0:
@@ -79,14 +106,19 @@ def table_markdown(rows: Sequence[dict[str, Any]], split: str, images: int) -> s
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cells = [f"`{r['method']}`", *("✓" if r[label] else "" for _, label in SWITCHES),
-                 f"{100 * r['miou']:.1f}", f"{r['threshold']:.2f}", f"{r['precision']:.3f}",
-                 f"{r['recall']:.3f}"]
+                 f"{100 * r['miou']:.1f}",
+                 *([_paper_cell(r["paper"])] if has_paper else []),
+                 f"{r['threshold']:.2f}", f"{r['precision']:.3f}", f"{r['recall']:.3f}"]
         if has_preset:
             cells += [f"{100 * r['miou_preset']:.1f}", f"{r['preset_threshold']:.2f}"]
         if has_t0:
             cells += [f"{r['precision_at_t0']:.3f}", f"{r['recall_at_t0']:.3f}"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _paper_cell(value: float | None) -> str:
+    return "" if value is None else f"{value:.1f}"
 
 
 def write_csv(path: str | os.PathLike, rows: Sequence[dict[str, Any]]) -> None:
@@ -98,6 +130,8 @@ def write_csv(path: str | os.PathLike, rows: Sequence[dict[str, Any]]) -> None:
 
 
 def _cell(v: Any) -> str:
+    if v is None:
+        return ""
     if isinstance(v, bool):
         return str(int(v))
     if isinstance(v, float):
@@ -137,14 +171,16 @@ def fig5_grid(path: str | os.PathLike, info: DatasetInfo, split: str,
 def compare_seeds(methods: Mapping[str, Mapping[str, bool]], figures: Mapping[str, Any],
                   dataset_json: str | os.PathLike, metrics: Sequence[str], sweeps: Sequence[str],
                   cams: Sequence[str], table_md: str | os.PathLike, table_csv: str | os.PathLike,
-                  recall_png: str | os.PathLike, grid_png: str | os.PathLike) -> list[dict[str, Any]]:
-    """Rule ``compare_seeds``; the path lists follow the order of ``methods``."""
+                  recall_png: str | os.PathLike, grid_png: str | os.PathLike,
+                  paper: bool = False) -> list[dict[str, Any]]:
+    """Rule ``compare_seeds``; the path lists follow the order of ``methods``. ``paper``
+    (a VOC run) puts the paper's Table 6 number beside each row's."""
     from esol.viz import plot_curves
 
     names = list(methods)
     summaries = {n: json.loads(Path(p).read_text()) for n, p in zip(names, metrics, strict=True)}
     curves = {n: read_sweep_csv(p) for n, p in zip(names, sweeps, strict=True)}
-    rows = seed_table(methods, summaries, curves)
+    rows = seed_table(methods, summaries, curves, paper)
     split = summaries[names[0]]["split"]
     with atomic_path(table_md, suffix=".md") as tmp:
         tmp.write_text(table_markdown(rows, split, summaries[names[0]]["images"]))

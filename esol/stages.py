@@ -204,14 +204,16 @@ def _esol_stage(cfg: Config, net: ESOLNet, params: list[torch.nn.Parameter], sec
 
 def train_expansion(cfg: Config, spec: Mapping[str, bool], classifier_ckpt: str | os.PathLike,
                     dataset_json: str | os.PathLike, out_model: str | os.PathLike,
-                    out_history: str | os.PathLike | None = None) -> list[dict[str, float]]:
+                    out_history: str | os.PathLike | None = None,
+                    expansion: Mapping[str, Any] | None = None) -> list[dict[str, float]]:
     """Expansion stage (section 3.2): gradient *ascent* on the classification loss.
 
     ``L_exp = -alpha * L_cls`` (Eq. 5) trains only the offset branch of the expansion
     sampler that replaces ``conv_e``; clipping (Eq. 7) follows it when the method
     clips. Everything else is frozen and the backbone runs under ``no_grad``.
+    ``expansion`` is a variant's effective section (``cfg["expansion"]`` by default).
     """
-    e = cfg["expansion"]
+    e = dict(cfg["expansion"] if expansion is None else expansion)
     seed_everything(cfg["seed"])
     info = DatasetInfo.from_json(dataset_json)
     net = ESOLNet.from_checkpoint(load_checkpoint(classifier_ckpt))
@@ -227,19 +229,22 @@ def train_expansion(cfg: Config, spec: Mapping[str, bool], classifier_ckpt: str 
 
 def train_shrinkage(cfg: Config, spec: Mapping[str, bool], expansion_ckpt: str | os.PathLike,
                     dataset_json: str | os.PathLike, out_model: str | os.PathLike,
-                    out_history: str | os.PathLike | None = None) -> list[dict[str, float]]:
+                    out_history: str | os.PathLike | None = None,
+                    shrinkage: Mapping[str, Any] | None = None,
+                    clip_beta: float | None = None) -> list[dict[str, float]]:
     """Shrinkage stage (section 3.3): ``gamma * L_cls + mu * L_area`` (Eq. 6), minimised.
 
     Trains only the offset branch of the shrinkage sampler that replaces ``conv_s``
     (or, for the "w/o DT_s" ablation, ``conv_s`` itself); the Expansion network before
     it is frozen, offsets included. ``expansion_ckpt`` may be the classifier's
-    checkpoint for variants without expansion offsets.
+    checkpoint for variants without expansion offsets. ``shrinkage`` and ``clip_beta``
+    are a variant's effective settings (the config's by default).
     """
-    s = cfg["shrinkage"]
+    s = dict(cfg["shrinkage"] if shrinkage is None else shrinkage)
     seed_everything(cfg["seed"])
     info = DatasetInfo.from_json(dataset_json)
     net = load_method_net({"clipping": spec["clipping"]}, expansion_ckpt,
-                          cfg["expansion"]["clip_beta"])
+                          cfg["expansion"]["clip_beta"] if clip_beta is None else clip_beta)
     if net.arch.stage == "classifier":  # no Expansion training in this variant
         net.arch = replace(net.arch, stage="expansion")
     params = net.to_shrinkage(deformable=spec["shrinkage_offsets"])

@@ -1,6 +1,8 @@
 # Path helpers and config lookups shared by the rules. No rule logic here.
 
 import os
+import re
+import sys
 
 from snakemake.utils import validate
 
@@ -22,11 +24,73 @@ RESULTS = f"results/{DATASET['name']}"
 METHODS = list(config["methods"])
 SPLITS = DATASET["splits"] + DATASET.get("test_splits", [])
 
+# Parse-time helpers for method variants and sweeps come from this checkout's esol
+# (stdlib only), whatever esol the running Python has installed.
+sys.path.insert(0, REPO_ROOT)
+from esol.sweeps import (
+    check_overrides,
+    effective_section,
+    expand_sweeps,
+    expansion_tag,
+    switches,
+)
+
+for _m, _spec in config["methods"].items():
+    check_overrides(f"methods.{_m}.overrides", _spec.get("overrides") or {})
+# Sweeps (Figure 6) add variants of a base method; VARIANTS = Table 6's methods + those.
+SWEEPS = config.get("sweeps") or {}
+SWEEP_VARIANTS, SWEEP_MEMBERS = expand_sweeps(
+    config["methods"],
+    SWEEPS,
+    {"expansion": config["expansion"], "shrinkage": config["shrinkage"]},
+)
+VARIANTS = {**config["methods"], **SWEEP_VARIANTS}
+
+
+def method_section(method, stage):
+    """A method's effective expansion or shrinkage section: the config's, overridden."""
+    return effective_section(config[stage], stage, VARIANTS[method].get("overrides"))
+
+
+def method_tag(method):
+    """The Expansion checkpoint a method uses: one per distinct Expansion setting."""
+    spec = VARIANTS[method]
+    return expansion_tag(
+        spec["clipping"], config["expansion"], method_section(method, "expansion")
+    )
+
+
+# AdvCAM methods (switch advcam): anti-adversarial manipulation of the classifier's
+# input instead of ESOL's stages, so every other switch is off (rule make_advcam).
+ADVCAM_METHODS = [m for m, s in VARIANTS.items() if s.get("advcam")]
+for _m in ADVCAM_METHODS:
+    if any(switches(VARIANTS[_m]).values()) or VARIANTS[_m].get("overrides"):
+        raise ValueError(
+            f"config key methods.{_m}: advcam runs on the classifier alone; "
+            "turn its other switches off and drop its overrides"
+        )
+if ADVCAM_METHODS and "advcam" not in config:
+    raise ValueError(
+        f"config key advcam (adv_iter, ad_coeff, ad_stepsize, score_th) is needed by "
+        f"methods {ADVCAM_METHODS}"
+    )
+
+
+# Every Expansion training the variants need: tag -> its switches and section.
+EXPANSIONS = {
+    method_tag(m): {
+        "switches": {"expansion_offsets": True, "clipping": bool(s["clipping"])},
+        "section": method_section(m, "expansion"),
+    }
+    for m, s in VARIANTS.items()
+    if s["expansion_offsets"]
+}
+
 
 wildcard_constraints:
-    method="|".join(METHODS),
+    method="|".join(re.escape(m) for m in VARIANTS),
     split="|".join(SPLITS),
-    clip="clip|noclip",
+    etag="|".join(re.escape(t) for t in EXPANSIONS) or "clip",
 
 
 def synthetic_root():
@@ -61,35 +125,91 @@ def benchmark_path(rule, *parts):
 
 
 def method_spec(wildcards):
-    """The Table 6 switches of a method."""
-    return config["methods"][wildcards.method]
-
-
-def clip_tag(spec):
-    """Methods whose Expansion stages agree share one checkpoint, keyed by clipping."""
-    return "clip" if spec["clipping"] else "noclip"
+    """The Table 6 switches of a method (its overrides are the stages' params)."""
+    return switches(VARIANTS[wildcards.method])
 
 
 def expansion_switches(wildcards):
-    return {"expansion_offsets": True, "clipping": wildcards.clip == "clip"}
+    return EXPANSIONS[wildcards.etag]["switches"]
+
+
+def expansion_params(wildcards):
+    """The effective expansion section of an Expansion checkpoint."""
+    return EXPANSIONS[wildcards.etag]["section"]
+
+
+def shrinkage_params(wildcards):
+    return method_section(wildcards.method, "shrinkage")
+
+
+def method_clip_beta(wildcards):
+    return method_section(wildcards.method, "expansion")["clip_beta"]
 
 
 def shrinkage_input(wildcards):
     """Shrinkage starts from the method's Expansion, or the classifier if it has none."""
-    spec = config["methods"][wildcards.method]
-    if spec["expansion_offsets"]:
-        return model_path(f"expansion_{clip_tag(spec)}")
+    if VARIANTS[wildcards.method]["expansion_offsets"]:
+        return model_path(f"expansion_{method_tag(wildcards.method)}")
     return model_path("classifier")
 
 
 def method_checkpoint(wildcards):
     """The checkpoint a method's CAMs come from: the last stage it trains."""
-    spec = config["methods"][wildcards.method]
+    spec = VARIANTS[wildcards.method]
     if spec["shrinkage"]:
         return model_path(f"shrinkage_{wildcards.method}")
     if spec["expansion_offsets"]:
-        return model_path(f"expansion_{clip_tag(spec)}")
+        return model_path(f"expansion_{method_tag(wildcards.method)}")
     return model_path("classifier")
+
+
+def table5_chain(method):
+    """Table 5: the benchmark files of the jobs a method's pseudo labels cost, by part:
+    the classifier, its own stages, its CAMs (AdvCAM: in its manipulation), IRN."""
+    spec = VARIANTS[method]
+    split = os.path.basename(seed_cam_path(method, DATASET["seed_split"]))[: -len(".h5")]
+    stages = []
+    if spec.get("advcam"):
+        stages.append(benchmark_path("make_advcam", method, split))
+    if spec["expansion_offsets"]:
+        stages.append(benchmark_path("train_expansion", method_tag(method)))
+    if spec["shrinkage"]:
+        stages.append(benchmark_path("train_shrinkage", method))
+    refined = method in REFINE_METHODS
+    return {
+        "classifier": [benchmark_path("train_classifier")],
+        "stages": stages,
+        "cams": [] if spec.get("advcam") else [benchmark_path("make_cam", method, split)],
+        "refinement": (
+            [benchmark_path(r, method) for r in ("ir_labels", "train_irn", "pseudo_masks")]
+            if refined
+            else []
+        ),
+    }
+
+
+def table5_kind(method):
+    """Which of the paper's Table 5 rows a method is: ESOL (every switch), AdvCAM, or none."""
+    spec = VARIANTS[method]
+    if spec.get("advcam"):
+        return "AdvCAM"
+    if all(switches(spec).values()) and not spec.get("overrides"):
+        return "ESOL"
+    return None
+
+
+def table5_inputs(wildcards=None):
+    """The outputs of the jobs Table 5 times, so their benchmark files exist."""
+    out = []
+    for m in METHODS:
+        out.append(seed_cam_path(m, DATASET["seed_split"]))
+        if m in REFINE_METHODS:
+            out.append(pseudo_mask_dir(m))
+    return out
+
+
+def table5_outputs():
+    return {"table_md": report_path("table5.md"), "table_csv": report_path("table5.csv")}
 
 
 def cam_path(method, split):
@@ -135,6 +255,8 @@ def all_outputs():
         + [f"{RESULTS}/seeds/table6.md"]
         + ([table1_outputs()["table_md"]] if REFINE_METHODS else [])
         + report_targets()
+        + [sweep_outputs(s)["png"] for s in SWEEPS]
+        + ([table5_outputs()["table_md"]] if ADVCAM_METHODS else [])
     )
 
 
@@ -352,15 +474,13 @@ def history_path(stage):
 
 def training_histories():
     """History CSVs of every training job of the run, in pipeline order: classifier,
-    Expansion per clipping, Shrinkage per method, IRN per refined method, DeepLab per
-    label source (the report plots one figure of curves per stage)."""
-    specs = config["methods"].values()
-    clips = sorted({clip_tag(s) for s in specs if s["expansion_offsets"]})
+    Expansion per distinct setting, Shrinkage per method, IRN per refined method, DeepLab
+    per label source (the report plots one figure of curves per stage)."""
     return [
         history_path(stage)
         for stage in ["classifier"]
-        + [f"expansion_{c}" for c in clips]
-        + [f"shrinkage_{m}" for m in METHODS if config["methods"][m]["shrinkage"]]
+        + [f"expansion_{t}" for t in sorted(EXPANSIONS)]
+        + [f"shrinkage_{m}" for m in METHODS if VARIANTS[m]["shrinkage"]]
         + [f"irn_{m}" for m in REFINE_METHODS]
         + [f"deeplab_{s}" for s in SEG_SOURCES]
     ]
@@ -377,10 +497,12 @@ PIPELINE_RULES = [
     "train_expansion",
     "train_shrinkage",
     "make_cam",
+    "make_advcam",
     "gather_cams",
     "tune_threshold",
     "eval_seed",
     "compare_seeds",
+    "sweep_figure",
     "crf_seed",
     "eval_crf",
     "ir_labels",
@@ -388,6 +510,7 @@ PIPELINE_RULES = [
     "pseudo_masks",
     "eval_mask",
     "table1",
+    "table5",
     "train_segmentation",
     "predict_segmentation",
     "eval_segmentation",

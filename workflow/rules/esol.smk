@@ -6,16 +6,16 @@ rule train_expansion:
         dataset=prepared("dataset.json"),
         classifier=model_path("classifier"),
     output:
-        model=model_path("expansion_{clip}"),
-        history=f"{RESULTS}/models/expansion_{{clip}}_history.csv",
+        model=model_path("expansion_{etag}"),
+        history=f"{RESULTS}/models/expansion_{{etag}}_history.csv",
     params:
         processes=config["gpus_per_job"],
-        expansion=config["expansion"],
+        expansion=expansion_params,
         switches=expansion_switches,
     log:
-        log_path("train_expansion", "{clip}"),
+        log_path("train_expansion", "{etag}"),
     benchmark:
-        benchmark_path("train_expansion", "{clip}")
+        benchmark_path("train_expansion", "{etag}")
     threads: TORCH_THREADS
     resources:
         mem_mb=stage_mem_mb("expansion"),
@@ -36,7 +36,8 @@ rule train_shrinkage:
         history=f"{RESULTS}/models/shrinkage_{{method}}_history.csv",
     params:
         processes=config["gpus_per_job"],
-        shrinkage=config["shrinkage"],
+        shrinkage=shrinkage_params,
+        clip_beta=method_clip_beta,
         switches=method_spec,
     log:
         log_path("train_shrinkage", "{method}"),
@@ -53,6 +54,40 @@ rule train_shrinkage:
         "../scripts/train_shrinkage.py"
 
 
+# AdvCAM's seeds (Lee et al. CVPR'21, esol/advcam.py): the same CAM file format as
+# make_cam, so eval_seed, the CRF and IRN read them; chosen over make_cam for the
+# methods with the advcam switch.
+ruleorder: make_advcam > make_cam
+
+
+rule make_advcam:
+    input:
+        dataset=prepared("dataset.json"),
+        checkpoint=model_path("classifier"),
+    output:
+        cams=cam_path("{method}", "{split}"),
+    wildcard_constraints:
+        method="|".join(re.escape(m) for m in ADVCAM_METHODS) or "no_advcam_method",
+    params:
+        cam=config["cam"],
+        advcam=config.get("advcam"),
+    log:
+        log_path("make_advcam", "{method}", "{split}"),
+    benchmark:
+        benchmark_path("make_advcam", "{method}", "{split}")
+    threads: TORCH_THREADS
+    resources:
+        # Forward + backward through the backbone per step and class: training memory.
+        mem_mb=stage_mem_mb("classifier"),
+        # adv_iter steps of ~3 forward passes each, for ~2 classes per image.
+        runtime=lambda wc: cam_runtime(wc) * 6 * config["advcam"]["adv_iter"],
+        gpu=gpus(),
+    conda:
+        "../envs/esol.yaml"
+    script:
+        "../scripts/make_advcam.py"
+
+
 rule compare_seeds:
     input:
         dataset=prepared("dataset.json"),
@@ -67,6 +102,7 @@ rule compare_seeds:
     params:
         methods=config["methods"],
         figures=config["figures"],
+        paper=DATASET["source"] == "voc",
     log:
         log_path("compare_seeds"),
     benchmark:
@@ -79,3 +115,31 @@ rule compare_seeds:
         "../envs/esol.yaml"
     script:
         "../scripts/compare_seeds.py"
+
+
+# The paper's Table 5: pseudo-label generation time per method, summed from the benchmark
+# files of the jobs in its chain (esol/timing.py). In the default target when a method
+# uses AdvCAM (the comparison the table makes); any run can ask for it.
+rule table5:
+    input:
+        table5_inputs(),
+    output:
+        **table5_outputs(),
+    params:
+        chains={m: table5_chain(m) for m in METHODS},
+        kinds={m: table5_kind(m) for m in METHODS},
+        cam_splits={
+            m: os.path.basename(seed_cam_path(m, DATASET["seed_split"]))[: -len(".h5")]
+            for m in METHODS
+        },
+        device=config["device"],
+    log:
+        log_path("table5"),
+    threads: 1
+    resources:
+        mem_mb=eval_mem_mb(),
+        runtime=report_runtime(),
+    conda:
+        "../envs/esol.yaml"
+    script:
+        "../scripts/table5.py"

@@ -9,4 +9,5 @@ with rule_logging(snakemake.log[0], snakemake.threads):  # noqa: F821
            snakemake.config, snakemake.params.switches,  # noqa: F821
            snakemake.input.classifier, snakemake.input.dataset,  # noqa: F821
            snakemake.output.model, snakemake.output.history,  # noqa: F821
+           expansion=snakemake.params.expansion,  # noqa: F821
            log_path=snakemake.log[0])  # noqa: F821
