@@ -77,8 +77,10 @@ def train_classifier(cfg: Config, dataset_json: str | os.PathLike, out_model: st
         lr=c["lr"], momentum=c["momentum"], weight_decay=c["weight_decay"])
     dataset = _training_set(cfg, info, c)
     monitor = ClassifierMonitor(net, info, cfg, dataset)
-    log.info("classifier: ResNet-%d, %d classes, %d training images, %d epochs",
-             net.arch.depth, info.num_classes, len(dataset), c["epochs"])
+    epochs = classifier_epochs(c, len(dataset))
+    log.info("classifier: ResNet-%d, %d classes, %d training images, %d epochs (%d steps)",
+             net.arch.depth, info.num_classes, len(dataset), epochs,
+             epochs * (len(dataset) // c["batch_size"]))
 
     def step(batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
         logits = net(batch["img"])
@@ -91,11 +93,12 @@ def train_classifier(cfg: Config, dataset_json: str | os.PathLike, out_model: st
     section = {"model": cfg["model"], "classifier": c, "seed": cfg["seed"], "amp": cfg["amp"],
                "dataset": file_digest(dataset_json)}
     history = fit(params_owner=net, optimizer=optimizer, dataset=dataset, step_fn=step,
-                  batch_size=c["batch_size"], epochs=c["epochs"], seed=cfg["seed"],
+                  batch_size=c["batch_size"], epochs=epochs, seed=cfg["seed"],
                   resume_path=Path(str(out_model) + ".partial"),
                   checkpoint_every=c["checkpoint_every"], config=section,
                   num_workers=c["num_workers"], desc="classifier",
-                  amp=amp_dtype(cfg["amp"], device), on_epoch_end=monitor.on_epoch_end)
+                  amp=amp_dtype(cfg["amp"], device), on_epoch_end=monitor.on_epoch_end,
+                  warmup_steps=int(c.get("warmup_steps", 0)))
     learned = monitor.final()
     save_checkpoint(out_model, net.checkpoint(stage="classifier", config=section, history=history,
                                               classes=info.classes, learning=learned))
@@ -104,6 +107,13 @@ def train_classifier(cfg: Config, dataset_json: str | os.PathLike, out_model: st
         history_csv(out_history, history)
     monitor.check(learned)
     return history
+
+
+def classifier_epochs(section: Mapping[str, Any], images: int) -> int:
+    """``classifier.epochs``, raised so that training takes at least ``classifier.min_steps``
+    optimiser steps: a schedule by steps, not epochs, does not shrink with the dataset."""
+    per_epoch = max(1, images // section["batch_size"])
+    return max(int(section["epochs"]), math.ceil(int(section.get("min_steps", 0)) / per_epoch))
 
 
 def holdout_ids(ids: list[str], fraction: float, seed: int) -> list[str]:
