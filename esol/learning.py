@@ -192,6 +192,14 @@ def _format(figures: Mapping[str, float]) -> str:
                      for k, v in figures.items() if not k.startswith("ap_"))
 
 
+def learned_enough(figures: Mapping[str, float], margin: float, score: str = "map",
+                   baseline: str = "prior_map") -> bool:
+    """``figures[score] >= figures[baseline] + margin``, both finite: what
+    :func:`check_learned` requires."""
+    value, base = figures[score], figures[baseline]
+    return bool(np.isfinite(value) and np.isfinite(base) and value >= base + margin)
+
+
 def check_learned(stage: str, figures: Mapping[str, float], margin: float, *,
                   score: str = "map", baseline: str = "prior_map",
                   key: str = "checks.min_map_gain", causes: str | None = None) -> None:
@@ -200,9 +208,9 @@ def check_learned(stage: str, figures: Mapping[str, float], margin: float, *,
     The one-line message names the stage, its figures, the config ``key`` of the margin
     and the likely ``causes`` (default: :data:`CAUSES` of the stage).
     """
-    value, base = figures[score], figures[baseline]
-    if np.isfinite(value) and np.isfinite(base) and value >= base + margin:
+    if learned_enough(figures, margin, score, baseline):
         return
+    value, base = figures[score], figures[baseline]
     raise LearningError(
         f"{stage}: learned nothing usable: {score} {value:.4f} does not beat the trivial "
         f"baseline {baseline} {base:.4f} by {margin} ({key}); figures: {_format(figures)}. "

@@ -26,7 +26,7 @@ from esol.data.voc import DatasetInfo, read_image
 from esol.cam import CamStore, make_cams
 from esol.engine import file_digest, fit, history_csv, load_checkpoint, save_checkpoint
 from esol.learning import (check_at_least, check_at_most, check_learned, checks_config,
-                           classifier_figures, map_figures)
+                           classifier_figures, learned_enough, map_figures)
 from esol.losses import area_loss, classification_loss
 from esol.models.deform import offset_magnitude
 from esol.models.esol_net import Arch, ESOLNet
@@ -92,21 +92,42 @@ def train_classifier(cfg: Config, dataset_json: str | os.PathLike, out_model: st
     # What a resume checkpoint must match: config and input content, not just names.
     section = {"model": cfg["model"], "classifier": c, "seed": cfg["seed"], "amp": cfg["amp"],
                "dataset": file_digest(dataset_json)}
-    history = fit(params_owner=net, optimizer=optimizer, dataset=dataset, step_fn=step,
-                  batch_size=c["batch_size"], epochs=epochs, seed=cfg["seed"],
-                  resume_path=Path(str(out_model) + ".partial"),
-                  checkpoint_every=c["checkpoint_every"], config=section,
-                  num_workers=c["num_workers"], desc="classifier",
-                  amp=amp_dtype(cfg["amp"], device), on_epoch_end=monitor.on_epoch_end,
-                  warmup_steps=int(c.get("warmup_steps", 0)))
-    learned = monitor.final()
+    history: list[dict[str, float]] = []
+    rounds = 1 + int(c.get("extend_rounds", 0))
+    for r in range(rounds):  # more rounds only while the learning check fails
+        if r:
+            optimizer = restarted(optimizer)
+        monitor.round = r
+        history += fit(params_owner=net, optimizer=optimizer, dataset=dataset, step_fn=step,
+                       batch_size=c["batch_size"], epochs=epochs, seed=cfg["seed"] + r,
+                       resume_path=_round_partial(out_model, r), checkpoint_every=c["checkpoint_every"],
+                       config={**section, "round": r} if r else section,
+                       num_workers=c["num_workers"], desc="classifier",
+                       amp=amp_dtype(cfg["amp"], device), on_epoch_end=monitor.on_epoch_end,
+                       warmup_steps=int(c.get("warmup_steps", 0)))
+        learned = monitor.final()
+        if not monitor.extend(learned, r, rounds):
+            break
     save_checkpoint(out_model, net.checkpoint(stage="classifier", config=section, history=history,
                                               classes=info.classes, learning=learned))
-    Path(str(out_model) + ".partial").unlink(missing_ok=True)
+    for r in range(rounds):
+        _round_partial(out_model, r).unlink(missing_ok=True)
     if out_history is not None:
         history_csv(out_history, history)
     monitor.check(learned)
     return history
+
+
+def _round_partial(out_model: str | os.PathLike, r: int) -> Path:
+    return Path(f"{out_model}.partial" + (str(r) if r else ""))
+
+
+def restarted(optimizer: torch.optim.SGD) -> torch.optim.SGD:
+    """A fresh SGD over the same parameter groups at their initial learning rates: a warm
+    restart (momentum buffers cleared, the poly schedule starts again)."""
+    groups = [{**{k: v for k, v in g.items() if k not in ("params", "lr")},
+               "params": g["params"], "lr": g.get("initial_lr", g["lr"])} for g in optimizer.param_groups]
+    return torch.optim.SGD(groups, **optimizer.defaults)
 
 
 def classifier_epochs(section: Mapping[str, Any], images: int) -> int:
@@ -175,6 +196,7 @@ class ClassifierMonitor:
                      len(self.holdout), self.split)
         self.logits: list[np.ndarray] = []
         self.labels: list[np.ndarray] = []
+        self.round = 0  # classifier.extend_rounds: which training round the epochs belong to
 
     def record(self, logits: torch.Tensor, labels: torch.Tensor) -> None:
         self.logits.append(logits.detach().float().cpu().numpy())
@@ -185,6 +207,7 @@ class ClassifierMonitor:
         return classifier_figures(logits, labels, self.info.classes)
 
     def on_epoch_end(self, record: dict[str, float]) -> None:
+        record["round"] = self.round
         if self.logits:
             train = classifier_figures(np.concatenate(self.logits), np.concatenate(self.labels),
                                        self.info.classes)
@@ -213,6 +236,17 @@ class ClassifierMonitor:
                  figures["all_absent_accuracy"],
                  ", ".join(f"{k[3:]} {v:.2f}" for k, v in figures.items() if k.startswith("ap_")))
         return figures
+
+    def extend(self, figures: dict[str, float], r: int, rounds: int) -> bool:
+        """Whether to train another round: the check fails and ``classifier.extend_rounds``
+        allows more (a schedule extended until the classifier learns, issue 14)."""
+        if r + 1 >= rounds or learned_enough(figures, float(self.checks["min_map_gain"])):
+            return False
+        log.warning("classifier: round %d of %d did not learn (mAP %.3f, class prior %.3f, "
+                    "checks.min_map_gain %s): training another round with the schedule restarted "
+                    "(classifier.extend_rounds)", r + 1, rounds, figures["map"], figures["prior_map"],
+                    self.checks["min_map_gain"])
+        return True
 
     def check(self, figures: dict[str, float]) -> None:
         if self.checks["enabled"]:

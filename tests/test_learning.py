@@ -239,3 +239,53 @@ def test_deeplab_predicting_one_class_fails_its_check(tmp_path):
     write_label(tmp_path / "i1.png", two)
     figs = check_predictions(tmp_path, ids, CHECKS, "deeplab[val]")
     assert figs["classes_predicted"] == 2 and figs["top_class_share"] == pytest.approx(1 - 14 / 126)
+
+
+# ------------------------------------------------------- a schedule that transfers
+
+
+def test_warmup_then_poly_by_hand():
+    from esol.engine import poly_lr, warmup_poly_lr
+
+    # 4 warm-up steps from base/4 up to base, then poly decay as before.
+    assert [warmup_poly_lr(0.1, s, 10, 0.9, 4) for s in range(4)] == pytest.approx([0.025, 0.05, 0.075, 0.1])
+    assert warmup_poly_lr(0.1, 5, 10, 0.9, 4) == pytest.approx(0.1 * 0.5 ** 0.9)
+    assert warmup_poly_lr(0.1, 5, 10, 0.9, 0) == poly_lr(0.1, 5, 10, 0.9)
+
+
+def test_min_steps_raise_the_epochs():
+    from esol.stages import classifier_epochs
+
+    c = {"epochs": 10, "batch_size": 16}
+    assert classifier_epochs(c, 240) == 10  # no min_steps: the demo's 150 steps
+    assert classifier_epochs(dict(c, min_steps=100), 240) == 10  # already 150 >= 100
+    assert classifier_epochs(dict(c, min_steps=600), 240) == 40  # 15 steps per epoch, ceil(600 / 15)
+    assert classifier_epochs(dict(c, min_steps=601), 240) == 41
+
+
+def test_restarted_optimizer_starts_the_schedule_again():
+    from esol.stages import restarted
+
+    w = torch.nn.Parameter(torch.ones(2))
+    opt = torch.optim.SGD([{"params": [w], "lr": 0.1}, {"params": [], "lr": 1.0, "weight_decay": 0.0}],
+                          lr=0.1, momentum=0.9, weight_decay=1e-4)
+    for g in opt.param_groups:
+        g["initial_lr"] = g["lr"]
+        g["lr"] = 1e-6  # the end of a poly schedule
+    w.sum().backward()
+    opt.step()
+    new = restarted(opt)
+    assert [g["lr"] for g in new.param_groups] == [0.1, 1.0]
+    assert new.param_groups[1]["weight_decay"] == 0.0 and new.defaults["momentum"] == 0.9
+    assert not new.state  # momentum buffers cleared
+    assert new.param_groups[0]["params"][0] is w
+
+
+def test_extend_only_while_the_check_fails(tmp_path):
+    cfg, info = _tiny_dataset(tmp_path)
+    net = ESOLNet(Arch(num_classes=2, depth=18, frozen_bn=False, frozen_stages=0))
+    monitor = ClassifierMonitor(net, info, cfg, _Ids(info.labelled_ids("train_aug")))
+    bad, good = {"map": 0.5, "prior_map": 0.5}, {"map": 0.9, "prior_map": 0.5}
+    assert monitor.extend(bad, 0, 3) and monitor.extend(bad, 1, 3)
+    assert not monitor.extend(bad, 2, 3)  # rounds used up: the check then stops the stage
+    assert not monitor.extend(good, 0, 3)
