@@ -39,7 +39,8 @@ CAUSES: dict[str, str] = {
                    "to tell apart at classifier.crop pixels"),
     "cam": ("the classifier predicts every class absent (check its mAP in "
             "classifier_history.csv); the CAMs of such a network are zero everywhere"),
-    "expansion": ("the classifier's maps are empty (no gradient reaches the offsets) or "
+    "expansion": ("the classifier's maps are empty (no gradient reaches the offsets), or its "
+                  "loss is already ~0 so Eq. 5's gradient vanishes (a saturated classifier), or "
                   "expansion.lr is too small for expansion.epochs"),
     "shrinkage": ("shrinkage.mu too large (L_area wipes the maps out), or shrinkage.lr too "
                   "small for shrinkage.epochs"),
@@ -248,7 +249,7 @@ DEFAULTS: dict[str, float] = {
     "min_map_gain": 0.05,
     "eval_images": 200,
     "max_empty_cam_share": 0.5,
-    "min_offset": 1e-4,
+    "min_offset": 1e-12,
     "max_empty_map_share": 0.5,
     "max_constant_boundary_share": 0.5,
     "min_predicted_classes": 2,

@@ -193,7 +193,7 @@ def test_map_figures_by_hand():
 
 
 def test_offsets_that_never_moved_fail_the_sampler_check():
-    with pytest.raises(LearningError, match=r"^expansion: .*offset_max 0 is below 0.0001 "
+    with pytest.raises(LearningError, match=r"^expansion: .*offset_max 0 is below 1e-12 "
                                             r"\(checks.min_offset\)"):
         check_sampler_stage("expansion", [{"loss": -0.01, "offset_max": 0.0, "empty_maps": 0.0}], CHECKS)
     with pytest.raises(LearningError, match=r"^shrinkage: .*empty_maps 1 exceeds 0.5"):
