@@ -94,6 +94,56 @@ def _classifier(args: argparse.Namespace) -> None:
             f.write(json.dumps(row) + "\n")
 
 
+def _probe(args: argparse.Namespace) -> None:
+    """Linear probe: logistic regression on frozen global-average-pooled backbone features,
+    trained on the training ids not held aside, scored (mAP) on the held-aside ones."""
+    import numpy as np
+    import torch
+
+    from esol.data import transforms as T
+    from esol.data.voc import prepare_dataset, read_image
+    from esol.learning import classifier_figures
+    from esol.models.backbones import build_backbone
+    from esol.stages import holdout_ids
+
+    torch.set_num_threads(args.threads)
+    cfg = yaml.safe_load(Path(args.config).read_text())
+    d = cfg["dataset"]
+    info = prepare_dataset(d["root"], d["classes"], ["train_aug"])
+    ids = info.labelled_ids("train_aug")
+    held = set(holdout_ids(ids, args.holdout, cfg["seed"]))
+    labels = np.stack([info.label_vector("train_aug", i) for i in ids])
+    for spec in args.backbones:
+        name, pretrained = spec.split(":")
+        torch.manual_seed(0)
+        kw = {"depth": 18} if name == "resnet" else {}
+        net = build_backbone(name, pretrained=pretrained, **kw).eval()
+        start = time.time()
+        with torch.no_grad():
+            feats = np.stack([net(torch.from_numpy(T.to_chw(T.normalize(
+                read_image(info.layout.image(i)))))[None]).mean((2, 3))[0].numpy() for i in ids])
+        train = np.array([i not in held for i in ids])
+        mu, sd = feats[train].mean(0), feats[train].std(0) + 1e-6
+        x = torch.from_numpy((feats - mu) / sd).float()
+        y = torch.from_numpy(labels).float()
+        lin = torch.nn.Linear(x.shape[1], y.shape[1])
+        opt = torch.optim.Adam(lin.parameters(), lr=1e-2, weight_decay=1e-3)
+        for _ in range(500):
+            opt.zero_grad()
+            torch.nn.functional.binary_cross_entropy_with_logits(lin(x[train]), y[train]).backward()
+            opt.step()
+        with torch.no_grad():
+            figs = classifier_figures(lin(x[~train]).numpy(), labels[~train], info.classes)
+        row = {"probe": spec, "dataset": d["name"], "train": int(train.sum()), "holdout": int((~train).sum()),
+               "map": round(figs["map"], 4), "prior_map": round(figs["prior_map"], 4),
+               "loss": round(figs["loss"], 4), "prior_loss": round(figs["prior_loss"], 4),
+               "features_s": round(time.time() - start, 1)}
+        print(json.dumps(row))
+        if args.out:
+            with open(args.out, "a") as f:
+                f.write(json.dumps(row) + "\n")
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -114,9 +164,17 @@ def main(argv: list[str] | None = None) -> None:
     r.add_argument("--work", default="/tmp/esol_checkset_run")
     r.add_argument("--out", default=None, help="append the JSON line to this file")
     r.add_argument("--threads", type=int, default=1)
+    q = sub.add_parser("probe", help="linear probe of frozen backbones (name:pretrained)")
+    q.add_argument("config")
+    q.add_argument("--backbones", nargs="+",
+                   default=["efficientnet_lite0:imagenet", "efficientnet_lite0:none", "resnet:none"])
+    q.add_argument("--holdout", type=float, default=0.2)
+    q.add_argument("--out", default=None)
+    q.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    {"generate": _generate, "config": _config, "classifier": _classifier}[args.cmd](args)
+    {"generate": _generate, "config": _config, "classifier": _classifier,
+     "probe": _probe}[args.cmd](args)
 
 
 if __name__ == "__main__":
