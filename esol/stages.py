@@ -16,9 +16,8 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-import torch
-
 import numpy as np
+import torch
 
 from esol.data import transforms as T
 from esol.data.datasets import ClassificationDataset
