@@ -49,6 +49,15 @@ def poly_lr(base: float, step: int, max_step: int, power: float = 0.9) -> float:
     return base * (1.0 - step / max_step) ** power
 
 
+def warmup_poly_lr(base: float, step: int, max_step: int, power: float = 0.9,
+                   warmup_steps: int = 0) -> float:
+    """:func:`poly_lr` after a linear warm-up from ``base / warmup_steps`` over the first
+    ``warmup_steps`` steps (Goyal et al. 2017); ``warmup_steps`` 0 is :func:`poly_lr`."""
+    if step < warmup_steps:
+        return base * (step + 1) / warmup_steps
+    return poly_lr(base, step, max_step, power)
+
+
 def file_digest(path: str | os.PathLike) -> str:
     """SHA-1 of a file's bytes: identifies an input (checkpoint, dataset) by content."""
     h = hashlib.sha1()
@@ -68,12 +77,12 @@ def fit(*, params_owner: torch.nn.Module, optimizer: torch.optim.Optimizer, data
         checkpoint_every: int, config: Mapping[str, Any], num_workers: int = 0,
         poly_power: float = 0.9, desc: str = "train",
         on_epoch_end: Callable[[dict[str, float]], None] | None = None,
-        amp: torch.dtype | None = None) -> list[dict[str, float]]:
+        amp: torch.dtype | None = None, warmup_steps: int = 0) -> list[dict[str, float]]:
     """Train ``params_owner`` with ``step_fn`` and return one record per epoch.
 
     ``step_fn(batch)`` returns the loss to minimise and floats to log (averaged per
     epoch). The learning rate of each parameter group decays from its initial value by
-    :func:`poly_lr`. Every ``checkpoint_every`` steps, model, optimizer and history are
+    :func:`poly_lr` (after ``warmup_steps`` of linear warm-up). Every ``checkpoint_every`` steps, model, optimizer and history are
     saved to ``resume_path``; a later call with the same ``config`` resumes there. A
     non-finite loss raises :class:`TrainingError`; ``on_epoch_end`` may raise it too.
     ``amp`` runs ``step_fn`` under autocast to that dtype (float16 with loss scaling).
@@ -122,7 +131,8 @@ def fit(*, params_owner: torch.nn.Module, optimizer: torch.optim.Optimizer, data
                             sampler=sampler, num_workers=num_workers, persistent_workers=False)
         for batch in loader:
             for group in optimizer.param_groups:
-                group["lr"] = poly_lr(group["initial_lr"], step, max_step, poly_power)
+                group["lr"] = warmup_poly_lr(group["initial_lr"], step, max_step, poly_power,
+                                             warmup_steps)
             batch = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v
                      for k, v in batch.items()}
             with autocast(amp, device):

@@ -101,6 +101,9 @@ def chain(tmp_path_factory, request):
     for stage in ("expansion", "shrinkage"):
         cfg[stage].update(epochs=1, batch_size=4)
     cfg["device"] = "cpu"
+    # Two steps on 8 images learn nothing: the learning checks (tests/test_learning.py)
+    # would stop the chain that these tests inspect for its plumbing.
+    cfg["checks"]["enabled"] = False
     root = tmp / "data"
     names = synthetic.generate(root, cfg["dataset"]["synthetic"], seed=0)
     prepare_dataset(root, names, ["train_aug", "train"]).to_json(tmp / "d.json")

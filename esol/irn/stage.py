@@ -36,6 +36,7 @@ from esol.irn.net import IRNArch, IRNet
 from esol.irn.paths import pair_index, path_affinity, relation_labels
 from esol.irn.random_walk import random_walk, walk_to_label
 from esol.labeldir import LabelDir, dir_digest
+from esol.learning import check_at_most, checks_config, map_figures
 from esol.models.backbone import ResNetBackbone
 from esol.refine import calibrate, training_gamma
 from esol.models.esol_net import ESOLNet
@@ -149,11 +150,40 @@ def train_irn(cfg: Config, dataset_json: str | os.PathLike, label_dir: str | os.
                   batch_size=t["batch_size"], epochs=t["epochs"], seed=cfg["seed"],
                   resume_path=partial, checkpoint_every=t["checkpoint_every"], config=section,
                   num_workers=t["num_workers"], desc="irn", amp=amp_dtype(cfg["amp"], device))
+    boundaries = boundary_figures(net, info, dataset.ids[:8], device, amp_dtype(cfg["amp"], device))
     save_checkpoint(out_model, net.cpu().checkpoint(config=section, history=history))
     partial.unlink(missing_ok=True)
     if out_history is not None:
         history_csv(out_history, history)
+    checks = checks_config(cfg)
+    if checks["enabled"]:
+        check_at_most("irn", boundaries, "uninformative_share",
+                      float(checks["max_constant_boundary_share"]),
+                      key="checks.max_constant_boundary_share")
     return history
+
+
+@torch.no_grad()
+def boundary_figures(net: IRNet, info: DatasetInfo, ids: list[str], device: torch.device,
+                     amp: torch.dtype | None = None) -> dict[str, float]:
+    """Shares of empty or constant boundary maps (:func:`esol.learning.map_figures`) of
+    ``ids`` in eval mode: a boundary branch that learned nothing gives a constant map,
+    and the random walk then floods every CAM over the whole image."""
+    modes = {m: m.training for m in net.modules()}
+    net.eval()
+    try:
+        maps = []
+        for image_id in ids:
+            x = torch.from_numpy(T.to_chw(T.normalize(read_image(info.layout.image(image_id)))))
+            with autocast(amp, device):
+                maps.append(net.boundary_map(x[None].to(device)).float().cpu().numpy())
+    finally:
+        for m, mode in modes.items():
+            m.training = mode
+    figures = map_figures(maps)
+    log.info("IRN check on %d training images: %.0f%% of boundary maps empty, %.0f%% constant",
+             len(ids), 100 * figures["empty_share"], 100 * figures["constant_share"])
+    return figures
 
 
 def pseudo_label(net: IRNet, image: np.ndarray, cams: np.ndarray, keys: np.ndarray,

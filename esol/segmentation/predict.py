@@ -29,8 +29,9 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from esol.data import transforms as T
-from esol.data.voc import DatasetInfo, read_image, write_label
+from esol.data.voc import DatasetInfo, read_image, read_label, write_label
 from esol.engine import load_checkpoint
+from esol.learning import check_at_least, checks_config, prediction_figures
 from esol.models.deeplab import DeepLabV2
 from esol.crf import crf_argmax
 from esol.utils import DatasetError, amp_dtype, autocast, select_device, tqdm_kwargs
@@ -138,8 +139,23 @@ def predict_segmentation(cfg: Mapping[str, Any], checkpoint: str | os.PathLike,
     log.info("predicting %s (%d images) at scales %s%s, CRF %s, %d CRF workers", split,
              len(info.ids(split)), list(p["scales"]), " + flip" if p["flip"] else "", dict(p["crf"]),
              workers)
-    return predict_split(net, info, split, raw_dir, crf_dir, p["scales"], p["flip"], p["crf"],
-                         device, workers=workers, amp=amp_dtype(cfg["amp"], device))
+    n = predict_split(net, info, split, raw_dir, crf_dir, p["scales"], p["flip"], p["crf"],
+                      device, workers=workers, amp=amp_dtype(cfg["amp"], device))
+    check_predictions(raw_dir, info.ids(split), checks_config(cfg), f"deeplab[{split}]")
+    return n
+
+
+def check_predictions(raw_dir: str | os.PathLike, ids: Sequence[str], checks: Mapping[str, Any],
+                      stage: str = "deeplab") -> dict[str, float]:
+    """Stop when the predictions (without CRF) of a split hold fewer than
+    ``checks.min_predicted_classes`` classes (a DeepLab that predicts one class)."""
+    figures = prediction_figures(read_label(Path(raw_dir) / f"{i}.png") for i in ids)
+    log.info("%s check: %d classes predicted, the largest on %.1f%% of the pixels", stage,
+             figures["classes_predicted"], 100 * figures["top_class_share"])
+    if checks["enabled"]:
+        check_at_least(stage, figures, "classes_predicted", int(checks["min_predicted_classes"]),
+                       key="checks.min_predicted_classes")
+    return figures
 
 
 def write_submission(crf_dir: str | os.PathLike, ids: Sequence[str], split: str,
