@@ -9,6 +9,7 @@ object borders), ``SegmentationClassAug/<id>.png`` (no borders) and
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -20,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from esol.utils import DatasetError, atomic_path
+from esol.utils import DatasetError, atomic_path, no_space_path
 
 log = logging.getLogger(__name__)
 
@@ -89,9 +90,14 @@ def label_image(label: np.ndarray) -> Image.Image:
 
 
 def write_label(path: str | os.PathLike, label: np.ndarray) -> None:
-    """Write a label map as a VOC-palette PNG, atomically."""
-    with atomic_path(path, suffix=".png") as tmp:
-        label_image(label).save(tmp, format="PNG")
+    """Write a label map as a VOC-palette PNG, atomically (a full disk names ``path``)."""
+    try:
+        with atomic_path(path, suffix=".png") as tmp:
+            label_image(label).save(tmp, format="PNG")
+    except OSError as err:
+        if no_space_path(err) is not None:
+            raise OSError(errno.ENOSPC, "No space left on device", str(path)) from err
+        raise
 
 
 def read_split(root: str | os.PathLike, split: str, aug_root: str | os.PathLike | None = None
@@ -177,6 +183,10 @@ class DatasetInfo:
     splits: dict[str, list[str]]
     labels: dict[str, dict[str, list[int]]] = field(default_factory=dict)
     aug_root: Path | None = None
+    # Digest of the image and mask files' names, sizes and mtimes when prepared (rule
+    # prepare_data's manifest param), or None: it makes dataset.json, and the resume
+    # fingerprints of what reads it, change when the files change.
+    manifest: str | None = None
 
     @property
     def num_classes(self) -> int:
@@ -208,7 +218,8 @@ class DatasetInfo:
     def to_json(self, path: str | os.PathLike) -> None:
         data = {"root": str(self.root), "classes": self.classes, "splits": self.splits,
                 "labels": self.labels,
-                "aug_root": str(self.aug_root) if self.aug_root is not None else None}
+                "aug_root": str(self.aug_root) if self.aug_root is not None else None,
+                "manifest": self.manifest}
         with atomic_path(path, suffix=".json") as tmp:
             tmp.write_text(json.dumps(data, indent=1))
 
@@ -221,7 +232,8 @@ class DatasetInfo:
         aug_root = data.get("aug_root")
         return cls(root=Path(data["root"]), classes=list(data["classes"]),
                    splits=data["splits"], labels=data.get("labels", {}),
-                   aug_root=Path(aug_root) if aug_root else None)
+                   aug_root=Path(aug_root) if aug_root else None,
+                   manifest=data.get("manifest"))
 
 
 def _check_one(args: tuple[str, str | None, str, str, int, bool]) -> tuple[str, list[int] | None]:

@@ -7,6 +7,8 @@ rule make_cam:
     params:
         method=method_spec,
         cam=config["cam"],
+        clip_beta=config["expansion"]["clip_beta"],
+        **INFERENCE_PARAMS,
     log:
         log_path("make_cam", "{method}", "{split}"),
     benchmark:

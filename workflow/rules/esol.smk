@@ -11,6 +11,7 @@ rule train_expansion:
     params:
         expansion=config["expansion"],
         switches=expansion_switches,
+        **RUN_PARAMS,
     log:
         log_path("train_expansion", "{clip}"),
     benchmark:
@@ -36,6 +37,8 @@ rule train_shrinkage:
     params:
         shrinkage=config["shrinkage"],
         switches=method_spec,
+        clip_beta=config["expansion"]["clip_beta"],
+        **RUN_PARAMS,
     log:
         log_path("train_shrinkage", "{method}"),
     benchmark:

@@ -61,6 +61,7 @@ rule ir_labels:
         calibrate_to=config["irn"]["calibrate_to"],
         labels=config["irn"]["labels"],
         crf=config["refine"]["crf"],
+        train_split=DATASET["train_split"],
     log:
         log_path("ir_labels", "{method}"),
     benchmark:
@@ -86,6 +87,8 @@ rule train_irn:
     params:
         train=config["irn"]["train"],
         model=config["model"],
+        train_split=DATASET["train_split"],
+        **RUN_PARAMS,
     log:
         log_path("train_irn", "{method}"),
     benchmark:
@@ -112,6 +115,8 @@ rule pseudo_masks:
     params:
         calibrate_to=config["irn"]["calibrate_to"],
         random_walk=config["irn"]["random_walk"],
+        train_split=DATASET["train_split"],
+        **INFERENCE_PARAMS,
     log:
         log_path("pseudo_masks", "{method}"),
     benchmark:
