@@ -120,16 +120,15 @@ def no_space_path(err: BaseException) -> str | None:
     """The file a "no space left on device" error was writing, "" when it names none,
     None when ``err`` is another error.
 
-    ``OSError`` carries ``errno.ENOSPC``; h5py and PIL wrap it in their own messages
-    (h5py: "file write failed: ... errno = 28, error message = 'No space left on
-    device'"), so the text is matched too.
+    ``OSError`` carries ``errno.ENOSPC``; h5py wraps it in its own errors, OSError or
+    RuntimeError ("file write failed: ... errno = 28, error message = 'No space left on
+    device'"), so the text is matched too, along the exception's chain.
     """
     seen: set[int] = set()
     while err is not None and id(err) not in seen:
         seen.add(id(err))
-        if isinstance(err, OSError) and (err.errno == errno.ENOSPC
-                                         or "No space left on device" in str(err)):
-            return str(err.filename or "")
+        if getattr(err, "errno", None) == errno.ENOSPC or "No space left on device" in str(err):
+            return str(getattr(err, "filename", None) or "")
         err = err.__cause__ or err.__context__
     return None
 
