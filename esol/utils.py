@@ -98,8 +98,11 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
         yield tmp_path
         os.chmod(tmp_path, 0o666 & ~current_umask())
         os.replace(tmp_path, path)
-    except BaseException:
+    except BaseException as err:
         tmp_path.unlink(missing_ok=True)
+        if isinstance(err, Exception) and no_space_path(err) is not None:
+            # Writers (PIL, torch, json) report a full disk without the file's name.
+            raise OSError(errno.ENOSPC, "No space left on device", str(path)) from err
         raise
 
 

@@ -8,7 +8,6 @@ Library cases run in-process on tiny fixtures; workflow cases are Snakemake dry 
 from __future__ import annotations
 
 import copy
-import errno
 import hashlib
 import os
 import signal
@@ -26,7 +25,7 @@ import torch.nn.functional as F
 import yaml
 from PIL import Image
 
-from conftest import REPO, load_config, write_voc_fixture
+from conftest import REPO, write_voc_fixture
 from esol.cam import CamRecord, CamStore, make_cams, write_cams
 from esol.data import voc
 from esol.data.prepare import prepare_from_config
@@ -36,8 +35,7 @@ from esol.labeldir import LabelDir
 from esol.models.backbone import ResNetBackbone
 from esol.segmentation.predict import predict_split
 from esol.segmentation.crf import DEEPLAB_CRF
-from esol.utils import (ConfigError, DatasetError, ESOLError, TrainingError, atomic_path,
-                        rule_logging)
+from esol.utils import ConfigError, DatasetError, TrainingError, atomic_path, rule_logging
 
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
 SNAKEFILE = str(REPO / "workflow" / "Snakefile")
@@ -473,6 +471,15 @@ def test_disk_full_while_writing_labels(small_tmpfs, capfd):
     assert "no space left on device: " + str(small_tmpfs / "labels" / "im") in capfd.readouterr().err
     for png in (small_tmpfs / "labels").glob("*"):
         assert not png.name.startswith(".") and read_label(png).shape == (256, 256)
+
+
+def test_disk_full_while_writing_a_checkpoint(small_tmpfs, capfd):
+    """"ERROR: no space left on device: <mount>/models/classifier.pt" (torch gives no name)."""
+    with pytest.raises(SystemExit), rule_logging(None):
+        save_checkpoint(small_tmpfs / "models" / "classifier.pt", {"w": torch.rand(1 << 19)})
+    assert (f"no space left on device: {small_tmpfs / 'models' / 'classifier.pt'}"
+            in capfd.readouterr().err)
+    assert not list((small_tmpfs / "models").iterdir())
 
 
 # -- files: permissions and reproducible bytes -----------------------------------------

@@ -9,7 +9,6 @@ object borders), ``SegmentationClassAug/<id>.png`` (no borders) and
 
 from __future__ import annotations
 
-import errno
 import json
 import logging
 import os
@@ -21,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from esol.utils import DatasetError, atomic_path, no_space_path
+from esol.utils import DatasetError, atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -90,14 +89,9 @@ def label_image(label: np.ndarray) -> Image.Image:
 
 
 def write_label(path: str | os.PathLike, label: np.ndarray) -> None:
-    """Write a label map as a VOC-palette PNG, atomically (a full disk names ``path``)."""
-    try:
-        with atomic_path(path, suffix=".png") as tmp:
-            label_image(label).save(tmp, format="PNG")
-    except OSError as err:
-        if no_space_path(err) is not None:
-            raise OSError(errno.ENOSPC, "No space left on device", str(path)) from err
-        raise
+    """Write a label map as a VOC-palette PNG, atomically."""
+    with atomic_path(path, suffix=".png") as tmp:
+        label_image(label).save(tmp, format="PNG")
 
 
 def read_split(root: str | os.PathLike, split: str, aug_root: str | os.PathLike | None = None
