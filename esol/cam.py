@@ -37,7 +37,7 @@ from tqdm import tqdm
 
 from esol.data import transforms as T
 from esol.data.voc import DatasetInfo, read_image
-from esol.engine import fingerprint, resumable
+from esol.engine import file_digest, fingerprint, resumable, weights_digest
 from esol.integrity import check_finite_map
 from esol.models.esol_net import ESOLNet
 from esol.utils import DatasetError, autocast, no_space_path, tqdm_kwargs
@@ -200,20 +200,14 @@ def done_ids(partial: Path, inputs: Mapping[str, Any] | None = None) -> set[str]
     try:
         with h5py.File(partial, "a") as f:
             stored = f.attrs.get("inputs")
-            if inputs is not None and not resumable(
-                    None if stored is None else str(stored), inputs, "CAM extraction", partial):
-                stale = True
-            else:
-                stale = False
-                incomplete = [k for k in f if not f[k].attrs.get("done", False)]
-                for k in incomplete:
+            if inputs is None or resumable(None if stored is None else str(stored), inputs,
+                                           "CAM extraction", partial):
+                for k in [k for k in f if not f[k].attrs.get("done", False)]:
                     del f[k]
                 return set(f.keys())
     except OSError as err:
         log.warning("discarding unreadable partial CAM file %s (%s)", partial, err)
-        stale = True
-    if stale:
-        partial.unlink()
+    partial.unlink()
     return set()
 
 
@@ -225,21 +219,7 @@ def cam_file_identity(path: str | os.PathLike) -> str:
         stored = store.attrs.get("inputs")
     if stored is not None:
         return hashlib.sha1(str(stored).encode()).hexdigest()
-    h = hashlib.sha1()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def weights_digest(net: torch.nn.Module) -> str:
-    """SHA-1 of a network's parameters and buffers (names and bytes): which weights made a
-    map, whatever file or notebook they came from."""
-    h = hashlib.sha1()
-    for name, t in sorted(net.state_dict().items()):
-        h.update(name.encode())
-        h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
+    return file_digest(path)
 
 
 def cam_inputs(net: ESOLNet, info: DatasetInfo, split: str, scales: Sequence[float], flip: bool,

@@ -59,6 +59,16 @@ def file_digest(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
+def weights_digest(net: torch.nn.Module) -> str:
+    """SHA-1 of a network's parameters and buffers (names and bytes): which weights made an
+    output, whatever file or notebook they came from."""
+    h = hashlib.sha1()
+    for name, t in sorted(net.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
 def fingerprint(section: Mapping[str, Any]) -> str:
     """A stable text of the config a checkpoint was made with, to refuse stale resumes."""
     return json.dumps(section, sort_keys=True, default=str)

@@ -4,8 +4,9 @@ A folder is filled under ``<folder>.partial`` one atomic PNG at a time and renam
 every image is in, so readers never see a half-built folder and an interrupted rule
 resumes with the images still missing, but only when the partial was made from the
 same inputs: the partial holds a fingerprint (:func:`esol.engine.fingerprint`) of
-what its labels depend on (input digests and params); a mismatch discards it. :func:`parallel_map` spreads per-image work
-over processes (dense CRF is single-threaded C++).
+what its labels depend on (input digests and params); a mismatch discards it.
+:func:`parallel_map` spreads per-image work over processes (dense CRF is
+single-threaded C++).
 """
 
 from __future__ import annotations

@@ -32,8 +32,7 @@ from tqdm import tqdm
 
 from esol.data import transforms as T
 from esol.data.voc import DatasetInfo, read_image, write_label
-from esol.cam import weights_digest
-from esol.engine import file_digest, load_checkpoint
+from esol.engine import file_digest, load_checkpoint, weights_digest
 from esol.integrity import check_finite_map
 from esol.labeldir import LabelDir
 from esol.models.deeplab import DeepLabV2
