@@ -10,13 +10,20 @@ Store contract (design/pipeline.md): one HDF5 file per (method, split), one grou
 image id with ``keys`` (int16 mask values of the classes, 1..K), ``cam`` (float16,
 (n, ceil(H/4), ceil(W/4))) and ``high_res`` (float16, (n, H, W)); file attributes name
 the scales, flip and source checkpoint. Files are written under a temporary name and
-renamed when complete; an interrupted extraction resumes from the partial file.
+renamed when complete; an interrupted extraction resumes from the partial file only
+when the partial's ``inputs`` attribute (a fingerprint of the network's weights, the
+dataset and the params, :func:`cam_inputs`) matches this run's; otherwise the partial
+is discarded. Every map is checked for NaN/inf before it is stored.
 """
 
 from __future__ import annotations
 
+import errno
+import hashlib
+import json
 import logging
 import os
+import shutil
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,8 +37,10 @@ from tqdm import tqdm
 
 from esol.data import transforms as T
 from esol.data.voc import DatasetInfo, read_image
+from esol.engine import file_digest, fingerprint, resumable, weights_digest
+from esol.integrity import check_finite_map
 from esol.models.esol_net import ESOLNet
-from esol.utils import DatasetError, autocast, tqdm_kwargs
+from esol.utils import DatasetError, autocast, no_space_path, tqdm_kwargs
 
 log = logging.getLogger(__name__)
 
@@ -140,38 +149,91 @@ def _write_record(f: h5py.File, image_id: str, rec: CamRecord) -> None:
     g.attrs["done"] = True  # written last: a group without it is incomplete
 
 
+# Kept free beyond a record's own bytes: HDF5's metadata and the close. A write that
+# hits a full disk inside HDF5 can leave the library in a state where closing the file
+# crashes the process (SIGSEGV), so the space is checked before each record instead.
+SPACE_MARGIN = 4 << 20
+
+
+def _ensure_space(path: Path, rec: CamRecord) -> None:
+    need = 2 * (rec.cam.size + rec.high_res.size) + rec.keys.size * 2 + SPACE_MARGIN  # float16
+    if shutil.disk_usage(path.parent).free < need:
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+
 def write_cams(out_path: str | os.PathLike, records: Iterator[tuple[str, CamRecord]],
                total: int, attrs: Mapping[str, Any], skip: set[str] | None = None) -> None:
     """Stream records into ``out_path`` through ``<out_path>.partial`` (see module doc)."""
     out_path = Path(out_path)
     partial = out_path.with_name(out_path.name + ".partial")
-    with h5py.File(partial, "a") as f:
-        for k, v in attrs.items():
-            f.attrs[k] = v
-        with tqdm(total=total, initial=len(skip or ()), desc=f"CAM {out_path.name}", unit="img",
-                  **tqdm_kwargs()) as bar:
-            for image_id, rec in records:
-                _write_record(f, image_id, rec)
-                bar.update()
-                if bar.n % 50 == 0:
+    try:
+        with h5py.File(partial, "a") as f:
+            for k, v in attrs.items():
+                f.attrs[k] = v
+            with tqdm(total=total, initial=len(skip or ()), desc=f"CAM {out_path.name}",
+                      unit="img", **tqdm_kwargs()) as bar:
+                for image_id, rec in records:
+                    _ensure_space(partial, rec)
+                    _write_record(f, image_id, rec)
+                    # Flushed per image (milliseconds, next to seconds of network work): a
+                    # kill -9 then loses at most the image being written.
                     f.flush()
+                    bar.update()
+    except Exception as err:
+        # h5py reports a full disk as a generic write failure; name the file instead. The
+        # partial keeps only groups marked done, so a rerun trusts nothing half-written.
+        if no_space_path(err) is not None:
+            raise OSError(errno.ENOSPC, "No space left on device", str(partial)) from err
+        raise
     os.replace(partial, out_path)
 
 
-def done_ids(partial: Path) -> set[str]:
-    """Ids fully written to a partial CAM file; a corrupt file is discarded."""
+def done_ids(partial: Path, inputs: Mapping[str, Any] | None = None) -> set[str]:
+    """Ids fully written to a partial CAM file made from ``inputs`` (see :func:`cam_inputs`).
+
+    A corrupt partial, or one whose stored ``inputs`` fingerprint differs (another
+    checkpoint, dataset or params), is discarded. ``inputs`` None skips that check
+    (reading what an interrupted run left, not resuming it).
+    """
     if not partial.is_file():
         return set()
     try:
         with h5py.File(partial, "a") as f:
-            incomplete = [k for k in f if not f[k].attrs.get("done", False)]
-            for k in incomplete:
-                del f[k]
-            return set(f.keys())
+            stored = f.attrs.get("inputs")
+            if inputs is None or resumable(None if stored is None else str(stored), inputs,
+                                           "CAM extraction", partial):
+                for k in [k for k in f if not f[k].attrs.get("done", False)]:
+                    del f[k]
+                return set(f.keys())
     except OSError as err:
         log.warning("discarding unreadable partial CAM file %s (%s)", partial, err)
-        partial.unlink()
-        return set()
+    partial.unlink()
+    return set()
+
+
+def cam_file_identity(path: str | os.PathLike) -> str:
+    """What a complete CAM file was made from (its ``inputs`` attribute), for the resume
+    fingerprints of what reads it; hashing a CAM file's bytes (tens of GB on COCO) would
+    cost minutes. Files without the attribute fall back to that hash."""
+    with CamStore(path) as store:
+        stored = store.attrs.get("inputs")
+    if stored is not None:
+        return hashlib.sha1(str(stored).encode()).hexdigest()
+    return file_digest(path)
+
+
+def cam_inputs(net: ESOLNet, info: DatasetInfo, split: str, scales: Sequence[float], flip: bool,
+               amp: torch.dtype | None, attrs: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """What a CAM file's content depends on: weights, the split's images and labels, params.
+
+    Stored in the file as ``inputs`` (:func:`esol.engine.fingerprint`), compared on resume.
+    """
+    labels = info.labels.get(split, {})
+    data = json.dumps({"root": str(info.root), "manifest": info.manifest,
+                       "ids": info.ids(split), "labels": labels}, sort_keys=True)
+    return {"weights": weights_digest(net), "dataset": hashlib.sha1(data.encode()).hexdigest(),
+            "split": split, "scales": [float(s) for s in scales], "flip": bool(flip),
+            "amp": str(amp), "attrs": dict(attrs or {})}
 
 
 def shard_ids(ids: Sequence[str], shard: int, shards: int) -> list[str]:
@@ -199,10 +261,13 @@ def make_cams(net: ESOLNet, info: DatasetInfo, split: str, out_path: str | os.Pa
     labels = info.labels[split]
     ids = shard_ids(info.ids(split), *shard)
     out_path = Path(out_path)
-    skip = done_ids(out_path.with_name(out_path.name + ".partial"))
+    net = net.to(device).eval()
+    inputs = cam_inputs(net, info, split, scales, flip, amp, attrs)
+    skip = done_ids(out_path.with_name(out_path.name + ".partial"), inputs)
     if skip:
         log.info("resuming CAM extraction: %d of %d images already done", len(skip), len(ids))
-    net = net.to(device).eval()
+    stage = getattr(getattr(net, "arch", None), "stage", "network")
+    source = str((attrs or {}).get("checkpoint", "the network given"))
 
     def records() -> Iterator[tuple[str, CamRecord]]:
         for image_id in ids:
@@ -211,12 +276,15 @@ def make_cams(net: ESOLNet, info: DatasetInfo, split: str, out_path: str | os.Pa
             image = read_image(info.layout.image(image_id))
             keys = np.asarray(labels[image_id], dtype=np.int64)
             strided, high = multiscale_cam(net, image, scales, flip, device, amp)
-            yield image_id, CamRecord(keys=keys,
-                                      cam=normalize_cam(strided, keys).cpu().numpy(),
-                                      high_res=normalize_cam(high, keys).cpu().numpy())
+            rec = CamRecord(keys=keys, cam=normalize_cam(strided, keys).cpu().numpy(),
+                            high_res=normalize_cam(high, keys).cpu().numpy())
+            for name in ("cam", "high_res"):
+                check_finite_map(getattr(rec, name), f"CAM ({name}) of image {image_id!r}", stage,
+                                 source)
+            yield image_id, rec
 
     meta = {"scales": list(scales), "flip": flip, "split": split, "classes": info.classes,
-            **(attrs or {})}
+            **(attrs or {}), "inputs": fingerprint(inputs)}
     write_cams(out_path, records(), total=len(ids), attrs=meta, skip=skip)
     return len(ids)
 

@@ -9,6 +9,7 @@ RNG state needs saving.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import math
@@ -22,8 +23,10 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
 from esol import distributed
+from esol.integrity import advice, check_finite_weights
 from esol.progress import StageProgress, stage_name
-from esol.utils import ConfigError, TrainingError, atomic_path, autocast, tqdm_kwargs
+from esol.utils import (ConfigError, TrainingError, atomic_path, autocast, tqdm_kwargs,
+                        write_bytes_atomic)
 
 log = logging.getLogger(__name__)
 
@@ -67,9 +70,39 @@ def file_digest(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
+def weights_digest(net: torch.nn.Module) -> str:
+    """SHA-1 of a network's parameters and buffers (names and bytes): which weights made an
+    output, whatever file or notebook they came from."""
+    h = hashlib.sha1()
+    for name, t in sorted(net.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
 def fingerprint(section: Mapping[str, Any]) -> str:
     """A stable text of the config a checkpoint was made with, to refuse stale resumes."""
     return json.dumps(section, sort_keys=True, default=str)
+
+
+def resumable(stored: str | None, section: Mapping[str, Any], what: str,
+              partial: str | os.PathLike) -> bool:
+    """Whether a partial output stored with fingerprint ``stored`` may be resumed now.
+
+    The one rule every resumable output follows (training checkpoints, CAM files, label
+    folders, predictions): a partial is reused only when it was made from the same
+    inputs (checkpoint and dataset digests) and the same params as this run; otherwise
+    it is discarded, with a log line saying why.
+    """
+    if stored is None:
+        log.warning("%s: discarding %s, which records no inputs (written by an older "
+                    "version)", what, partial)
+        return False
+    if stored != fingerprint(section):
+        log.warning("%s: discarding %s, made from other inputs or params than this run",
+                    what, partial)
+        return False
+    return True
 
 
 def fit(*, params_owner: torch.nn.Module, optimizer: torch.optim.Optimizer, dataset: Dataset,
@@ -96,6 +129,9 @@ def fit(*, params_owner: torch.nn.Module, optimizer: torch.optim.Optimizer, data
     if batch_size % world:
         raise ConfigError(f"{desc}: batch_size {batch_size} does not split over {world} processes")
     steps_per_epoch = len(dataset) // batch_size
+    if len(dataset) == 0:
+        raise ConfigError(f"{desc}: no training images: no image of the training split holds a "
+                          "labelled object (every mask is background or ignore)")
     if steps_per_epoch == 0:
         raise ConfigError(f"{desc}: batch_size {batch_size} exceeds the {len(dataset)} training "
                           "images; lower the stage's batch_size")
@@ -106,13 +142,11 @@ def fit(*, params_owner: torch.nn.Module, optimizer: torch.optim.Optimizer, data
     resume_path = Path(resume_path)
     if resume_path.is_file():
         state = torch.load(resume_path, map_location="cpu", weights_only=False)
-        if state.get("fingerprint") == fingerprint(config):
+        if resumable(state.get("fingerprint"), config, desc, resume_path):
             params_owner.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             step, history, acc = state["step"], state["history"], state["acc"]
             log.info("%s: resuming from %s at step %d of %d", desc, resume_path, step, max_step)
-        else:
-            log.warning("%s: ignoring %s, made with a different config", desc, resume_path)
 
     device = next(params_owner.parameters()).device
     scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
@@ -141,7 +175,7 @@ def fit(*, params_owner: torch.nn.Module, optimizer: torch.optim.Optimizer, data
             stats = distributed.mean_over_workers({"loss": loss.item(), **stats}, device)
             if not math.isfinite(stats["loss"]):
                 raise TrainingError(f"{desc}: loss became {stats['loss']} at step {step} "
-                                    f"(epoch {epoch + 1}); lower the learning rate or the loss weight")
+                                    f"(epoch {epoch + 1}); lower {advice(desc)}")
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             distributed.average_gradients(params_owner.parameters())
@@ -171,30 +205,36 @@ def fit(*, params_owner: torch.nn.Module, optimizer: torch.optim.Optimizer, data
             if step % checkpoint_every == 0 and step < max_step:
                 _save_resume(resume_path, params_owner, optimizer, step, history, acc, config)
     bar.close()
+    check_finite_weights(params_owner, desc, history)
     return history
 
 
 def _save_resume(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, step: int,
                  history: list, acc: dict, config: Mapping[str, Any]) -> None:
     if distributed.is_main():
-        _write_resume(path, model, optimizer, step, history, acc, config)
+        write_bytes_atomic(path, checkpoint_bytes({
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+            "history": history, "acc": acc, "fingerprint": fingerprint(config)}))
     distributed.barrier()  # no worker reads a checkpoint rank 0 is still writing
 
 
-def _write_resume(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, step: int,
-                  history: list, acc: dict, config: Mapping[str, Any]) -> None:
-    with atomic_path(path, suffix=".pt") as tmp:
-        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                    "step": step, "history": history, "acc": acc,
-                    "fingerprint": fingerprint(config)}, tmp)
+def checkpoint_bytes(payload: Mapping[str, Any]) -> bytes:
+    """``torch.save`` of ``payload`` as bytes, the same bytes for the same payload.
+
+    Saved to a file, torch's zip archive names its records after the file (here a
+    random temporary name), so two identical runs gave different files; saved to a
+    buffer, the archive name is fixed and ``sha256sum`` can compare runs.
+    """
+    buffer = io.BytesIO()
+    torch.save(dict(payload), buffer)
+    return buffer.getvalue()
 
 
 def save_checkpoint(path: str | os.PathLike, payload: Mapping[str, Any]) -> None:
-    """Write a final stage checkpoint atomically (rank 0 only, under several processes)."""
-    if not distributed.is_main():
-        return
-    with atomic_path(path, suffix=".pt") as tmp:
-        torch.save(dict(payload), tmp)
+    """Write a final stage checkpoint atomically (byte-identical for identical payloads);
+    rank 0 only, under several processes."""
+    if distributed.is_main():
+        write_bytes_atomic(path, checkpoint_bytes(payload))
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:

@@ -2,8 +2,11 @@
 
 A folder is filled under ``<folder>.partial`` one atomic PNG at a time and renamed when
 every image is in, so readers never see a half-built folder and an interrupted rule
-resumes with the images still missing. :func:`parallel_map` spreads per-image work
-over processes (dense CRF is single-threaded C++).
+resumes with the images still missing, but only when the partial was made from the
+same inputs: the partial holds a fingerprint (:func:`esol.engine.fingerprint`) of
+what its labels depend on (input digests and params); a mismatch discards it.
+:func:`parallel_map` spreads per-image work over processes (dense CRF is
+single-threaded C++).
 """
 
 from __future__ import annotations
@@ -13,13 +16,14 @@ import logging
 import multiprocessing
 import os
 import shutil
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
 from tqdm import tqdm
 
+from esol.engine import fingerprint, resumable
 from esol.utils import tqdm_kwargs
 
 log = logging.getLogger(__name__)
@@ -27,15 +31,29 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-class LabelDir:
-    """The folder ``path``, written through ``path.partial``."""
+# The partial's record of its inputs; not a PNG, so no reader mistakes it for a label.
+STAMP = "inputs.fingerprint"
 
-    def __init__(self, path: str | os.PathLike) -> None:
+
+class LabelDir:
+    """The folder ``path``, written through ``path.partial``, made from ``inputs``.
+
+    ``inputs`` is everything the labels depend on (digests of the files read, the params
+    that shape them); a partial folder left by a run with other inputs is discarded.
+    """
+
+    def __init__(self, path: str | os.PathLike, inputs: Mapping[str, Any]) -> None:
         self.path = Path(path)
         self.partial = self.path.with_name(self.path.name + ".partial")
+        stamp = self.partial / STAMP
+        if self.partial.is_dir() and any(self.partial.glob("*.png")):
+            stored = stamp.read_text() if stamp.is_file() else None
+            if not resumable(stored, inputs, str(self.path), self.partial):
+                shutil.rmtree(self.partial)
         self.partial.mkdir(parents=True, exist_ok=True)
         for leftover in self.partial.glob(".*"):  # temporary files of a killed run
             leftover.unlink()
+        stamp.write_text(fingerprint(inputs))
 
     def todo(self, ids: Sequence[str]) -> list[str]:
         """The ids whose PNG is not in the partial folder yet (a resumed run skips the rest)."""
@@ -47,7 +65,8 @@ class LabelDir:
         return todo
 
     def finish(self) -> None:
-        """Rename the complete partial folder to its final name."""
+        """Rename the complete partial folder to its final name (PNGs only)."""
+        (self.partial / STAMP).unlink(missing_ok=True)
         if self.path.exists():
             shutil.rmtree(self.path)
         os.replace(self.partial, self.path)

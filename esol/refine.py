@@ -32,9 +32,10 @@ import numpy as np
 from tqdm import tqdm
 
 from esol import metrics
-from esol.cam import CamStore
+from esol.cam import CamStore, cam_file_identity
 from esol.crf import crf_label, ir_label
 from esol.data.voc import DatasetInfo, read_image, read_label, write_label
+from esol.engine import file_digest
 from esol.evaluate import evaluate_seeds, ground_truth_provenance, write_json, write_sweep_csv
 from esol.labeldir import LabelDir, parallel_map
 from esol.utils import ConfigError, DatasetError, atomic_path, tqdm_kwargs
@@ -235,7 +236,9 @@ def _label_one(image_id: str) -> str:
 def _build_dir(kind: str, ids: Sequence[str], dataset_json: str | os.PathLike,
                cam_path: str | os.PathLike, out_dir: str | os.PathLike, params: dict[str, Any],
                threads: int, desc: str) -> None:
-    target = LabelDir(out_dir)
+    target = LabelDir(out_dir, {"kind": kind, "ids": list(ids), "params": params,
+                                "dataset": file_digest(dataset_json),
+                                "cams": cam_file_identity(cam_path)})
     todo = target.todo(list(ids))
     args = (kind, str(dataset_json), str(cam_path), str(target.partial), params)
     try:

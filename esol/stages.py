@@ -26,6 +26,7 @@ from esol.cam import CamStore, make_cams
 from esol.engine import file_digest, fit, history_csv, load_checkpoint, save_checkpoint
 from esol.learning import (check_at_least, check_at_most, check_learned, checks_config,
                            classifier_figures, learned_enough, map_figures)
+from esol.integrity import advice
 from esol.losses import area_loss, classification_loss
 from esol.models.deform import offset_magnitude
 from esol.models.esol_net import Arch, ESOLNet
@@ -331,7 +332,7 @@ def _offset_monitor(sampler: torch.nn.Module, bound: float, desc: str):
         if not math.isfinite(peak) or peak > bound:
             raise TrainingError(
                 f"{desc}: offsets reached {peak:.1f} feature pixels (bound {bound}); the "
-                "sampler has diverged. Lower the stage's lr (or alpha), or raise max_offset.")
+                f"sampler has diverged. Lower {advice(desc)}, or raise {desc}.max_offset.")
         return {"offset_mean": mean, "offset_max": peak}
 
     return stats

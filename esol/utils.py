@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import random
@@ -85,7 +86,9 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     """Yield a temporary path next to ``path``; rename it over ``path`` on success.
 
     On any exception the temporary file is removed, so a reader never sees a
-    half-written output.
+    half-written output. The file gets the mode a plain ``open`` would give it (0666
+    less the umask), not ``mkstemp``'s private 0600: collaborators on a shared cluster
+    must be able to read models and reports.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -95,10 +98,44 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        os.chmod(tmp_path, 0o666 & ~current_umask())
         os.replace(tmp_path, path)
-    except BaseException:
+    except BaseException as err:
         tmp_path.unlink(missing_ok=True)
+        if isinstance(err, Exception) and no_space_path(err) is not None:
+            # Writers (PIL, torch, json) report a full disk without the file's name.
+            raise OSError(errno.ENOSPC, "No space left on device", str(path)) from err
         raise
+
+
+def current_umask() -> int:
+    """The process umask (reading it means setting it; it is put back at once)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
+    """``data`` to ``path`` through :func:`atomic_path`."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def no_space_path(err: BaseException) -> str | None:
+    """The file a "no space left on device" error was writing, "" when it names none,
+    None when ``err`` is another error.
+
+    ``OSError`` carries ``errno.ENOSPC``; h5py wraps it in its own errors, OSError or
+    RuntimeError ("file write failed: ... errno = 28, error message = 'No space left on
+    device'"), so the text is matched too, along the exception's chain.
+    """
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if getattr(err, "errno", None) == errno.ENOSPC or "No space left on device" in str(err):
+            return str(getattr(err, "filename", None) or "")
+        err = err.__cause__ or err.__context__
+    return None
 
 
 def tqdm_kwargs() -> dict:
@@ -113,7 +150,8 @@ def rule_logging(log_path: str | os.PathLike | None, threads: int = 1) -> Iterat
     """Run a rule's body with logging (and stderr, so tqdm too) going to its log file.
 
     Torch is limited to the rule's ``threads``. An :class:`ESOLError` ends the rule with
-    its one-line message on the console and in the log, and exit status 1.
+    its one-line message on the console and in the log, and exit status 1; so does a full
+    disk ("no space left on device: <path>"), whatever library was writing.
     """
     torch.set_num_threads(max(1, int(threads)))
     console = sys.__stderr__
@@ -132,6 +170,14 @@ def rule_logging(log_path: str | os.PathLike | None, threads: int = 1) -> Iterat
         log.error("%s", err)
         if stream is not None:
             print(f"ERROR: {err}", file=console)
+        raise SystemExit(1) from None
+    except Exception as err:
+        where = no_space_path(err)
+        if where is None:
+            raise
+        message = f"no space left on device: {where or log_path or 'output'}"
+        log.error("%s (%s)", message, err)
+        print(f"ERROR: {message}", file=console)
         raise SystemExit(1) from None
     finally:
         root.removeHandler(handler)

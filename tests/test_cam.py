@@ -6,7 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from esol.cam import (CamRecord, CamStore, done_ids, make_cams, multiscale_cam, normalize_cam,
+from esol.engine import fingerprint
+from esol.cam import (CamRecord, CamStore, cam_inputs, done_ids, make_cams, multiscale_cam, normalize_cam,
                       strided_size, strided_up_size, write_cams)
 from esol.data import transforms as T
 from esol.data.voc import prepare_dataset
@@ -121,8 +122,10 @@ def test_make_cams_shapes_keys_and_resume(tiny_voc, tmp_path):
     info = prepare_dataset(tiny_voc, ["one", "two", "three"], ["train_aug"])
     net = KnownNet(classes=3)
     out = tmp_path / "train_aug.h5"
-    # Pretend an earlier run wrote image "a" with marker values before being killed.
+    # Pretend an earlier run from the same inputs wrote image "a" with marker values
+    # before being killed.
     with h5py.File(tmp_path / "train_aug.h5.partial", "w") as f:
+        f.attrs["inputs"] = fingerprint(cam_inputs(net, info, "train_aug", [1.0, 0.5], True, None))
         g = f.create_group("a")
         g.create_dataset("keys", data=np.array([1], np.int16))
         g.create_dataset("cam", data=np.full((1, 3, 4), 7, np.float16))

@@ -84,7 +84,7 @@ def test_interrupted_run_resumes_to_identical_weights(tmp_path):
 def test_resume_from_other_config_is_ignored(tmp_path, caplog):
     _run(tmp_path)  # leaves no resume file at the end? it does: saved mid-run
     model, hist = _run(tmp_path, config={"a": 2})
-    assert "made with a different config" in caplog.text
+    assert "made from other inputs or params than this run" in caplog.text
     assert len(hist) == 3
 
 
@@ -113,3 +113,14 @@ def test_file_digest_follows_content_not_name(tmp_path):
     assert first == file_digest(b)
     a.write_bytes(b"weights v2")  # retrained in place: a stale resume must not match
     assert file_digest(a) != first
+
+
+def test_resumable_compares_the_stored_fingerprint(tmp_path, caplog):
+    from esol.engine import fingerprint, resumable
+
+    section = {"lr": 0.1, "dataset": "abc"}
+    assert resumable(fingerprint({"dataset": "abc", "lr": 0.1}), section, "toy", tmp_path)  # key order
+    assert not resumable(fingerprint({"lr": 0.2, "dataset": "abc"}), section, "toy", tmp_path)
+    assert "made from other inputs or params" in caplog.text
+    assert not resumable(None, section, "toy", tmp_path)
+    assert "records no inputs" in caplog.text

@@ -128,10 +128,10 @@ def test_ir_labels_cover_the_training_split(refine_case, tmp_path):
 
 
 def test_label_dir_resumes_and_drops_leftovers(tmp_path):
-    target = LabelDir(tmp_path / "masks")
+    target = LabelDir(tmp_path / "masks", {"cams": "x"})
     write_label(target.partial / "a.png", np.zeros((2, 2), np.uint8))
     (target.partial / ".b.png.tmp1.png").write_bytes(b"half")  # a killed writer's temp file
-    again = LabelDir(tmp_path / "masks")
+    again = LabelDir(tmp_path / "masks", {"cams": "x"})
     assert again.todo(["a", "b"]) == ["b"]
     write_label(again.partial / "b.png", np.zeros((2, 2), np.uint8))
     again.finish()

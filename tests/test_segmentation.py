@@ -13,7 +13,10 @@ from esol.data.voc import prepare_dataset, read_label, write_label
 from esol.crf import DEEPLAB_CRF, crf_argmax, crf_probs
 from esol.segmentation.data import LabelSource, SegmentationDataset
 from esol.segmentation.evaluate import evaluate_segmentation
-from esol.segmentation.predict import multiscale_probs, predict_split, write_submission
+from esol.engine import fingerprint
+from esol.labeldir import STAMP
+from esol.segmentation.predict import (multiscale_probs, predict_split, prediction_inputs,
+                                      write_submission)
 from esol.utils import DatasetError
 
 
@@ -184,8 +187,11 @@ def test_predict_split_writes_every_image_and_resumes(tiny_voc, tmp_path, worker
     (tmp_path / "raw.partial").mkdir()
     (tmp_path / "crf.partial").mkdir()
     marker = np.full((12, 16), 2, np.uint8)
-    write_label(tmp_path / "raw.partial" / "a.png", marker)
-    write_label(tmp_path / "crf.partial" / "a.png", marker)
+    stamp = fingerprint(prediction_inputs(ColourNet(), info, "train_aug", [1.0, 0.5], True,
+                                          DEEPLAB_CRF, None))
+    for kind in ("raw", "crf"):
+        write_label(tmp_path / f"{kind}.partial" / "a.png", marker)
+        (tmp_path / f"{kind}.partial" / STAMP).write_text(stamp)
     n = predict_split(ColourNet(), info, "train_aug", raw, crf, [1.0, 0.5], True, DEEPLAB_CRF,
                       torch.device("cpu"), workers=workers)
     assert n == 3

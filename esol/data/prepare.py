@@ -161,5 +161,18 @@ def prepare_from_config(cfg: Mapping[str, Any], workers: int = 1,
     expected = d.get("expected_counts") or {}
     check_inventory(VOCLayout(root, overlay), ids, d["splits"],
                     {s: int(n) for s, n in expected.items() if s in ids})
-    return prepare_dataset(root, dataset_classes(cfg), d["splits"], d.get("test_splits", []),
+    info = prepare_dataset(root, dataset_classes(cfg), d["splits"], d.get("test_splits", []),
                            workers=workers, aug_root=overlay, split_ids=ids)
+    check_has_objects(info, d["train_split"])
+    return info
+
+
+def check_has_objects(info: DatasetInfo, split: str) -> None:
+    """Refuse a training split whose masks hold no object class at all: the classifier
+    would have no image label to learn from (and later stages no object to localise)."""
+    labels = info.labels.get(split, {})
+    if labels and not any(labels.values()):
+        raise DatasetError(
+            f"dataset.train_split {split!r}: none of its {len(labels)} masks holds a labelled "
+            f"object (every pixel is background 0 or ignore 255), so there is nothing to learn; "
+            f"check the masks under {info.root} and dataset.classes")

@@ -177,6 +177,13 @@ class DatasetInfo:
     splits: dict[str, list[str]]
     labels: dict[str, dict[str, list[int]]] = field(default_factory=dict)
     aug_root: Path | None = None
+    # Digest of the image and mask files' names, sizes and mtimes when prepared (rule
+    # prepare_data's manifest param), or None: it makes dataset.json, and the resume
+    # fingerprints of what reads it, change when the files change.
+    manifest: str | None = None
+    # (height, width) of each split's largest image by area: what a rule's memory must
+    # hold (resources.smk reads it when the job starts).
+    largest: dict[str, list[int]] = field(default_factory=dict)
 
     @property
     def num_classes(self) -> int:
@@ -208,7 +215,8 @@ class DatasetInfo:
     def to_json(self, path: str | os.PathLike) -> None:
         data = {"root": str(self.root), "classes": self.classes, "splits": self.splits,
                 "labels": self.labels,
-                "aug_root": str(self.aug_root) if self.aug_root is not None else None}
+                "aug_root": str(self.aug_root) if self.aug_root is not None else None,
+                "manifest": self.manifest, "largest": self.largest}
         with atomic_path(path, suffix=".json") as tmp:
             tmp.write_text(json.dumps(data, indent=1))
 
@@ -221,11 +229,14 @@ class DatasetInfo:
         aug_root = data.get("aug_root")
         return cls(root=Path(data["root"]), classes=list(data["classes"]),
                    splits=data["splits"], labels=data.get("labels", {}),
-                   aug_root=Path(aug_root) if aug_root else None)
+                   aug_root=Path(aug_root) if aug_root else None,
+                   manifest=data.get("manifest"), largest=data.get("largest", {}))
 
 
-def _check_one(args: tuple[str, str | None, str, str, int, bool]) -> tuple[str, list[int] | None]:
-    """Validate one image id; returns its label list (None for unlabelled splits)."""
+def _check_one(args: tuple[str, str | None, str, str, int, bool]
+               ) -> tuple[str, list[int] | None, tuple[int, int]]:
+    """Validate one image id; returns its label list (None for unlabelled splits) and its
+    (height, width)."""
     root, aug_root, split, image_id, num_classes, needs_mask = args
     layout = VOCLayout(Path(root), Path(aug_root) if aug_root else None)
     img_path = layout.image(image_id)
@@ -238,7 +249,7 @@ def _check_one(args: tuple[str, str | None, str, str, int, bool]) -> tuple[str, 
     except (OSError, ValueError, SyntaxError) as err:
         raise DatasetError(f"unreadable image {img_path}: {err}") from None
     if not needs_mask:
-        return image_id, None
+        return image_id, None, (size[1], size[0])
     mask_path = layout.label_source(image_id)
     if mask_path is None:
         raise DatasetError(f"{split}: id {image_id!r} is listed but has no mask "
@@ -256,7 +267,7 @@ def _check_one(args: tuple[str, str | None, str, str, int, bool]) -> tuple[str, 
                                f"0..{num_classes} (255 = ignore); check dataset.classes")
         if path == mask_path:
             labels = {int(v) for v in values if 0 < v <= num_classes}
-    return image_id, sorted(labels)
+    return image_id, sorted(labels), (size[1], size[0])
 
 
 def prepare_dataset(root: str | os.PathLike, classes: Sequence[str], splits: Sequence[str],
@@ -289,7 +300,10 @@ def prepare_dataset(root: str | os.PathLike, classes: Sequence[str], splits: Seq
         needs = split in splits
         jobs += [(str(root), str(aug) if aug else None, split, i, len(classes), needs) for i in ids]
     results = _map(_check_one, jobs, workers)
-    for (_, _, split, image_id, _, needs), (_, labels) in zip(jobs, results, strict=True):
+    for (_, _, split, image_id, _, needs), (_, labels, hw) in zip(jobs, results, strict=True):
+        known = info.largest.get(split)
+        if known is None or hw[0] * hw[1] > known[0] * known[1]:
+            info.largest[split] = [int(hw[0]), int(hw[1])]
         if needs:
             info.labels.setdefault(split, {})[image_id] = labels
     for split in splits:

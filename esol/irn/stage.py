@@ -25,12 +25,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from esol.cam import CamStore
+from esol.cam import CamStore, cam_file_identity
 from esol.data import transforms as T
 from esol.data.datasets import EpochSeededDataset
 from esol import distributed
 from esol.data.voc import IGNORE, DatasetInfo, read_image, read_label, write_label
 from esol.engine import file_digest, fit, history_csv, load_checkpoint, save_checkpoint
+from esol.integrity import check_finite_map
 from esol.irn.losses import irn_loss
 from esol.irn.net import IRNArch, IRNet
 from esol.irn.paths import pair_index, path_affinity, relation_labels
@@ -199,6 +200,7 @@ def pseudo_label(net: IRNet, image: np.ndarray, cams: np.ndarray, keys: np.ndarr
     x = torch.from_numpy(T.to_chw(T.normalize(image)))[None].to(device)
     with autocast(amp, device):
         boundary = net.boundary_map(x, pad_to=pad_to).float()
+    check_finite_map(boundary, "IRN boundary map", "irn", "the IRN checkpoint")
     if boundary.shape != cams.shape[1:]:
         raise DatasetError(f"stride-4 CAM of size {cams.shape[1:]} does not match the boundary map "
                            f"{tuple(boundary.shape)} of an image of {image.shape[:2]}")
@@ -223,7 +225,9 @@ def make_pseudo_masks(cfg: Config, dataset_json: str | os.PathLike, irn_ckpt: st
     gamma, t, how = training_gamma(cfg, info, threshold_json)
     log.info("random walk of CAMs ** %.3f (threshold %.2f %s), background score %.2f", gamma, t, how,
              walk["bg_threshold"])
-    target = LabelDir(out_dir)
+    target = LabelDir(out_dir, {"irn": file_digest(irn_ckpt), "cams": cam_file_identity(cam_path),
+                                "dataset": file_digest(dataset_json), "ids": ids, "walk": walk,
+                                "gamma": gamma, "threshold": t, "amp": str(amp)})
     todo = target.todo(ids)
     with CamStore(cam_path) as store:
         for image_id in tqdm(todo, desc="pseudo masks", unit="img", **tqdm_kwargs()):

@@ -93,14 +93,27 @@ def load_pretrained(net: nn.Module, depth: int, source: str) -> None:
     """Load ImageNet weights: ``'imagenet'`` through torchvision's weights API, or a file.
 
     torchvision caches what it downloads under ``$TORCH_HOME/hub/checkpoints``; offline,
-    the error says which file to fetch and where to put it.
+    the error says which file to fetch and where to put it. A cached file that does not
+    load (truncated download) and a file of another architecture are named as such.
     """
     if source == "imagenet":
         weights = getattr(torchvision.models, _WEIGHTS[depth]).IMAGENET1K_V1
+        cache = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
+        if cache.is_file():  # torchvision would load it without fetching: say so if it fails
+            try:
+                state = torch.load(cache, map_location="cpu", weights_only=True)
+            except Exception as err:
+                raise ConfigError(
+                    f"model.backbone.pretrained is 'imagenet' but the cached weights file {cache} "
+                    f"does not load ({type(err).__name__}: {str(err).splitlines()[0]}); it is "
+                    f"truncated or corrupt. Delete it and fetch {weights.url} again.") from None
+            source = str(cache)
+        else:
+            state = None
         try:
-            state = weights.get_state_dict(progress=False, check_hash=False)
+            if state is None:
+                state = weights.get_state_dict(progress=False, check_hash=False)
         except Exception as err:  # urllib/HTTP/SSL errors differ by platform
-            cache = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
             raise ConfigError(
                 f"model.backbone.pretrained is 'imagenet' but torchvision could not fetch "
                 f"{weights.url} ({type(err).__name__}: {err}). On a machine with internet, "
@@ -119,6 +132,15 @@ def load_pretrained(net: nn.Module, depth: int, source: str) -> None:
                 state = state[key]
         state = {k.removeprefix("module."): v for k, v in state.items()}
     state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+    expected = net.state_dict()
+    wrong = [(k, tuple(v.shape), tuple(expected[k].shape)) for k, v in state.items()
+             if k in expected and hasattr(v, "shape") and tuple(v.shape) != tuple(expected[k].shape)]
+    if wrong:
+        k, got, want = wrong[0]
+        raise ConfigError(
+            f"model.backbone.pretrained: {source} is not a ResNet-{depth} (model.backbone.depth): "
+            f"{len(wrong)} tensors have other shapes, e.g. {k} is {list(got)} where ResNet-{depth} "
+            f"has {list(want)}")
     missing, unexpected = net.load_state_dict(state, strict=False)
     # BatchNorm's step counter is absent from older weight files and unused when frozen.
     missing = [k for k in missing

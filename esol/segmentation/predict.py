@@ -7,8 +7,10 @@ argmax is the prediction *without* CRF; the same probabilities go through the de
 CRF (:func:`esol.crf.crf_argmax`, deeplab-pytorch's parameters) for the prediction
 *with* CRF. CRF runs in ``threads`` worker processes while the network goes on.
 
-Both folders are written under ``<folder>.partial`` and renamed when every image is
-done; a rerun after an interruption skips the images already written.
+Both folders are written under ``<folder>.partial`` (:class:`esol.labeldir.LabelDir`)
+and renamed when every image is done; a rerun after an interruption skips the images
+already written when they were made from the same weights, dataset and params (else the
+partial folders are discarded). Probabilities are checked for NaN/inf before any PNG.
 """
 
 from __future__ import annotations
@@ -30,7 +32,9 @@ from tqdm import tqdm
 
 from esol.data import transforms as T
 from esol.data.voc import DatasetInfo, read_image, read_label, write_label
-from esol.engine import load_checkpoint
+from esol.engine import file_digest, load_checkpoint, weights_digest
+from esol.integrity import check_finite_map
+from esol.labeldir import LabelDir
 from esol.learning import check_at_least, checks_config, prediction_figures
 from esol.models.deeplab import DeepLabV2
 from esol.crf import crf_argmax
@@ -70,25 +74,35 @@ def _crf_job(image_path: str, probs: np.ndarray, params: Mapping[str, Any], out:
     write_label(out, crf_argmax(read_image(image_path), probs, params))
 
 
-def _done(raw: Path, crf: Path, ids: Sequence[str]) -> set[str]:
-    return {i for i in ids if (raw / f"{i}.png").is_file() and (crf / f"{i}.png").is_file()}
+def prediction_inputs(net: torch.nn.Module, info: DatasetInfo, split: str, scales: Sequence[float],
+                      flip: bool, crf_params: Mapping[str, float], amp: torch.dtype | None,
+                      dataset_digest: str | None = None) -> dict[str, Any]:
+    """What the predictions of a split depend on (their partial folders' resume fingerprint)."""
+    return {"weights": weights_digest(net), "dataset": dataset_digest, "root": str(info.root),
+            "manifest": info.manifest, "split": split, "ids": info.ids(split),
+            "scales": [float(s) for s in scales], "flip": bool(flip), "crf": dict(crf_params),
+            "amp": str(amp)}
 
 
 def predict_split(net: torch.nn.Module, info: DatasetInfo, split: str, raw_dir: str | os.PathLike,
                   crf_dir: str | os.PathLike, scales: Sequence[float], flip: bool,
                   crf_params: Mapping[str, Any], device: torch.device, workers: int = 1,
-                  amp: torch.dtype | None = None) -> int:
-    """Write ``<id>.png`` predictions of ``split`` without (``raw_dir``) and with CRF."""
-    raw_dir, crf_dir = Path(raw_dir), Path(crf_dir)
-    raw_tmp = raw_dir.with_name(raw_dir.name + ".partial")
-    crf_tmp = crf_dir.with_name(crf_dir.name + ".partial")
-    raw_tmp.mkdir(parents=True, exist_ok=True)
-    crf_tmp.mkdir(parents=True, exist_ok=True)
+                  amp: torch.dtype | None = None, dataset_digest: str | None = None) -> int:
+    """Write ``<id>.png`` predictions of ``split`` without (``raw_dir``) and with CRF.
+
+    ``dataset_digest`` identifies the prepared dataset in the resume fingerprint (the
+    image files' manifest is part of ``info`` already).
+    """
     ids = info.ids(split)
-    done = _done(raw_tmp, crf_tmp, ids)
+    net = net.to(device).eval()
+    inputs = prediction_inputs(net, info, split, scales, flip, crf_params, amp, dataset_digest)
+    raw_out, crf_out = LabelDir(raw_dir, inputs), LabelDir(crf_dir, inputs)
+    raw_tmp, crf_tmp = raw_out.partial, crf_out.partial
+    todo = set(raw_out.todo(ids)) | set(crf_out.todo(ids))
+    done = set(ids) - todo
     if done:
         log.info("resuming prediction: %d of %d images already done", len(done), len(ids))
-    net = net.to(device).eval()
+    stage = "deeplab"
     pool = (ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork"))
             if workers > 1 else None)
     pending: deque[Future] = deque()
@@ -101,6 +115,8 @@ def predict_split(net: torch.nn.Module, info: DatasetInfo, split: str, raw_dir: 
             image_path = info.layout.image(image_id)
             image = read_image(image_path)
             probs = multiscale_probs(net, image, scales, flip, device, amp).cpu().numpy()
+            check_finite_map(probs, f"prediction of image {image_id!r}", stage,
+                             "the DeepLab checkpoint")
             write_label(raw_tmp / f"{image_id}.png", probs.argmax(0).astype(np.uint8))
             job = (str(image_path), probs, dict(crf_params), str(crf_tmp / f"{image_id}.png"))
             if pool is None:
@@ -118,10 +134,8 @@ def predict_split(net: torch.nn.Module, info: DatasetInfo, split: str, raw_dir: 
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)
-    for tmp, final in ((raw_tmp, raw_dir), (crf_tmp, crf_dir)):
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
+    raw_out.finish()
+    crf_out.finish()
     return len(ids)
 
 
@@ -140,7 +154,8 @@ def predict_segmentation(cfg: Mapping[str, Any], checkpoint: str | os.PathLike,
              len(info.ids(split)), list(p["scales"]), " + flip" if p["flip"] else "", dict(p["crf"]),
              workers)
     n = predict_split(net, info, split, raw_dir, crf_dir, p["scales"], p["flip"], p["crf"],
-                      device, workers=workers, amp=amp_dtype(cfg["amp"], device))
+                      device, workers=workers, amp=amp_dtype(cfg["amp"], device),
+                      dataset_digest=file_digest(dataset_json))
     check_predictions(raw_dir, info.ids(split), checks_config(cfg), f"deeplab[{split}]")
     return n
 

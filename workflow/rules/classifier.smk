@@ -9,6 +9,8 @@ rule train_classifier:
         # Params make Snakemake rerun the rule when these config sections change.
         model=config["model"],
         classifier=config["classifier"],
+        train_split=DATASET["train_split"],
+        **RUN_PARAMS,
     log:
         log_path("train_classifier"),
     benchmark:

@@ -3,6 +3,7 @@ rule generate_synthetic:
         directory(synthetic_root()),
     params:
         synthetic=DATASET.get("synthetic"),
+        seed=config["seed"],
     log:
         log_path("generate_synthetic"),
     benchmark:
@@ -17,11 +18,21 @@ rule generate_synthetic:
         "../scripts/generate_synthetic.py"
 
 
+# A user's dataset (source voc) is no rule's output: its split lists are inputs and a
+# manifest of its images and masks (names, sizes, mtimes; computed when the DAG is
+# built) is a param, so an edited list, a replaced mask or a removed image reruns
+# prepare_data and everything after it.
+
+
 rule prepare_data:
     input:
         dataset_inputs,
+        splits=user_split_lists(),
     output:
         dataset=prepared("dataset.json"),
+    params:
+        dataset=DATASET,
+        manifest=user_dataset_manifest(),
     log:
         log_path("prepare_data"),
     benchmark:

@@ -12,6 +12,7 @@ rule train_expansion:
         processes=config["gpus_per_job"],
         expansion=expansion_params,
         switches=expansion_switches,
+        **RUN_PARAMS,
     log:
         log_path("train_expansion", "{etag}"),
     benchmark:
@@ -39,6 +40,8 @@ rule train_shrinkage:
         shrinkage=shrinkage_params,
         clip_beta=method_clip_beta,
         switches=method_spec,
+        clip_beta=config["expansion"]["clip_beta"],
+        **RUN_PARAMS,
     log:
         log_path("train_shrinkage", "{method}"),
     benchmark:

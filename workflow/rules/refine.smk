@@ -66,6 +66,7 @@ rule ir_labels:
         threshold=config["refine"]["threshold"],
         labels=config["irn"]["labels"],
         crf=config["refine"]["crf"],
+        train_split=DATASET["train_split"],
     log:
         log_path("ir_labels", "{method}"),
     benchmark:
@@ -92,6 +93,8 @@ rule train_irn:
         processes=config["gpus_per_job"],
         train=config["irn"]["train"],
         model=config["model"],
+        train_split=DATASET["train_split"],
+        **RUN_PARAMS,
     log:
         log_path("train_irn", "{method}"),
     benchmark:
@@ -119,6 +122,8 @@ rule pseudo_masks:
         calibrate_to=config["irn"]["calibrate_to"],
         threshold=config["refine"]["threshold"],
         random_walk=config["irn"]["random_walk"],
+        train_split=DATASET["train_split"],
+        **INFERENCE_PARAMS,
     log:
         log_path("pseudo_masks", "{method}"),
     benchmark:

@@ -21,6 +21,7 @@
 # to measure it). Estimates are multiplied by safety factors: a job over its memory or
 # time is killed, one that asks for a little more only waits a little longer.
 
+import json
 import math
 
 TORCH_THREADS = 8  # intra-op threads of the network rules (torch.set_num_threads)
@@ -101,11 +102,32 @@ def split_size(split):
         return VOC_LAYOUT_IMAGES
 
 
-def image_side():
-    """The largest image side of the dataset (pixels)."""
+def image_side(dataset_json=None):
+    """The largest image side of the dataset (pixels), or for a prepared VOC-layout dataset
+    the side of a square as large as its largest image (prepare_data records each split's
+    largest image in dataset.json): memory goes with the pixel count, and one 3000x2250
+    photo among VOC-sized ones is what a job must hold."""
     if DATASET["source"] == "synthetic":
         return max(DATASET["synthetic"]["image_size"])
+    if dataset_json and os.path.isfile(dataset_json):
+        with open(dataset_json) as f:
+            largest = json.load(f).get("largest") or {}
+        if largest:
+            return max(math.sqrt(h * w) for h, w in largest.values())
     return VOC_LAYOUT_SIDE
+
+
+def sized_by_largest_image(mem_mb):
+    """A rule's mem_mb from ``mem_mb(side)``: a number when the dataset's image size is
+    known at parse time (synthetic), else a function Snakemake calls when the job starts,
+    once prepare_data's dataset.json (an input of every per-image rule) exists."""
+    if DATASET["source"] == "synthetic":
+        return mem_mb(image_side())
+
+    def from_dataset(wildcards, input):
+        return mem_mb(image_side(input.get("dataset")))
+
+    return from_dataset
 
 
 def _round_mb(mb):
@@ -167,8 +189,12 @@ def stage_runtime(section):
 
 
 def cam_mem_mb():
+    """Peak RSS of make_cam on one 3000x2250 image, ResNet-18, scales (1, 0.5, 1.5) + flip,
+    20 classes: 6.3 GB (benchmarks/cam_memory.py); this asks 12.9 GB for it."""
     c = config["cam"]
-    return inference_mem_mb(image_side(), c["scales"], c["flip"], backbone_depth())
+    return sized_by_largest_image(
+        lambda side: inference_mem_mb(side, c["scales"], c["flip"], backbone_depth())
+    )
 
 
 def cam_runtime(wildcards):
@@ -249,10 +275,12 @@ RANDOM_WALK_MB_PER_PX = 143 / 500**2
 RANDOM_WALK_SECONDS_PER_PX = 2.8 / (500 * 375)
 
 
-def crf_mem_mb():
+def crf_mem_mb(side=None):
     """Per worker: an image, its seed scores and the CRF's Q (classes + 1 maps)."""
+    if side is None:
+        return sized_by_largest_image(crf_mem_mb)
     classes = len(dataset_class_names())
-    per_worker = TOOL_PROCESS_MB / 2 + 4 * 3 * (classes + 1) * image_side() ** 2 / MB
+    per_worker = TOOL_PROCESS_MB / 2 + 4 * 3 * (classes + 1) * side**2 / MB
     return _round_mb(MEM_SAFETY * (TOOL_PROCESS_MB + DATA_THREADS * per_worker))
 
 
@@ -279,8 +307,11 @@ def irn_runtime():
 
 
 def pseudo_masks_mem_mb():
-    walk = RANDOM_WALK_MB_PER_PX * image_side() ** 2
-    return _round_mb(inference_mem_mb(image_side(), [1.0], True, backbone_depth()) + MEM_SAFETY * walk)
+    def need(side):
+        walk = RANDOM_WALK_MB_PER_PX * side**2
+        return _round_mb(inference_mem_mb(side, [1.0], True, backbone_depth()) + MEM_SAFETY * walk)
+
+    return sized_by_largest_image(need)
 
 
 def pseudo_masks_runtime():
@@ -316,8 +347,12 @@ def deeplab_runtime():
 
 def deeplab_predict_mem_mb():
     p = config["segmentation"]["predict"]
-    network = inference_mem_mb(image_side(), p["scales"], p["flip"], deeplab_depth())
-    return _round_mb(DEEPLAB_ACTIVATION_FACTOR * network + crf_mem_mb())
+
+    def need(side):
+        network = inference_mem_mb(side, p["scales"], p["flip"], deeplab_depth())
+        return _round_mb(DEEPLAB_ACTIVATION_FACTOR * network + crf_mem_mb(side))
+
+    return sized_by_largest_image(need)
 
 
 def deeplab_predict_runtime(wildcards):

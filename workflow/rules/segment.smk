@@ -19,6 +19,8 @@ rule train_segmentation:
         model=SEGMENTATION["model"],
         train=SEGMENTATION["train"],
         label_dir=segmentation_label_dir,
+        train_split=DATASET["train_split"],
+        **RUN_PARAMS,
     log:
         log_path("train_segmentation", "{source}"),
     benchmark:
@@ -43,6 +45,7 @@ rule predict_segmentation:
         crf=directory(prediction_dir("{source}", "{split}", "crf")),
     params:
         predict=SEGMENTATION["predict"],
+        **INFERENCE_PARAMS,
     log:
         log_path("predict_segmentation", "{source}", "{split}"),
     benchmark:
