@@ -272,12 +272,15 @@ def load_method_net(spec: Mapping[str, bool], checkpoint: str | os.PathLike,
 
 def extract_cams(cfg: Config, spec: Mapping[str, bool], checkpoint: str | os.PathLike,
                  dataset_json: str | os.PathLike, split: str, out_path: str | os.PathLike,
-                 shard: tuple[int, int] = (0, 1)) -> int:
+                 shard: tuple[int, int] = (0, 1), clip_beta: float | None = None) -> int:
     """Rule ``make_cam``: a method's multi-scale CAMs for one split (method.md section 3),
-    or for shard ``(k, n)`` of it (:func:`esol.cam.shard_ids`)."""
+    or for shard ``(k, n)`` of it (:func:`esol.cam.shard_ids`). ``clip_beta``: the
+    method's (for a clipping method whose checkpoint does not carry one), else the
+    config's ``expansion.clip_beta``."""
     device = select_device(cfg["device"])
     info = DatasetInfo.from_json(dataset_json)
-    clip_beta = cfg.get("expansion", {}).get("clip_beta")
+    if clip_beta is None:
+        clip_beta = cfg.get("expansion", {}).get("clip_beta")
     net = load_method_net(spec, checkpoint, clip_beta)
     n = make_cams(net, info, split, out_path, cfg["cam"]["scales"], cfg["cam"]["flip"], device,
                   attrs={"checkpoint": str(checkpoint), "arch": json.dumps(asdict(net.arch))},

@@ -12,7 +12,7 @@ rule make_cam:
         method=method_spec,
         cam=config["cam"],
         shard=shard_of,
-        clip_beta=config["expansion"]["clip_beta"],
+        clip_beta=method_clip_beta,
         **INFERENCE_PARAMS,
     log:
         log_path("make_cam", "{method}", "{split}" + SHARD_SUFFIX),

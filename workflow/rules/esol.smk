@@ -40,7 +40,6 @@ rule train_shrinkage:
         shrinkage=shrinkage_params,
         clip_beta=method_clip_beta,
         switches=method_spec,
-        clip_beta=config["expansion"]["clip_beta"],
         **RUN_PARAMS,
     log:
         log_path("train_shrinkage", "{method}"),
