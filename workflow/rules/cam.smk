@@ -8,23 +8,23 @@ rule make_cam:
         checkpoint=method_checkpoint,
     output:
         cams=cam_output(),
-    params:
-        method=method_spec,
-        cam=config["cam"],
-        shard=shard_of,
-        clip_beta=method_clip_beta,
-        **INFERENCE_PARAMS,
     log:
         log_path("make_cam", "{method}", "{split}" + SHARD_SUFFIX),
     benchmark:
         benchmark_path("make_cam", "{method}", "{split}" + SHARD_SUFFIX)
+    conda:
+        "../envs/esol.yaml"
     threads: TORCH_THREADS
     resources:
         mem_mb=cam_mem_mb(),
         runtime=cam_runtime,
         gpu=gpus(),
-    conda:
-        "../envs/esol.yaml"
+    params:
+        **INFERENCE_PARAMS,
+        method=method_spec,
+        cam=config["cam"],
+        shard=shard_of,
+        clip_beta=method_clip_beta,
     script:
         "../scripts/make_cam.py"
 
@@ -41,12 +41,12 @@ if SHARDS > 1:
             log_path("gather_cams", "{method}", "{split}"),
         benchmark:
             benchmark_path("gather_cams", "{method}", "{split}")
+        conda:
+            "../envs/esol.yaml"
         threads: 1
         resources:
             mem_mb=eval_mem_mb(),
             runtime=eval_runtime,
-        conda:
-            "../envs/esol.yaml"
         script:
             "../scripts/gather_cams.py"
 
@@ -60,19 +60,19 @@ rule eval_seed:
         threshold=preset_inputs,
     output:
         **seed_outputs("{method}", "{split}"),
-    params:
-        thresholds=config["eval"]["thresholds"],
-        threshold=config["refine"]["threshold"],
     log:
         log_path("eval_seed", "{method}", "{split}"),
     benchmark:
         benchmark_path("eval_seed", "{method}", "{split}")
+    conda:
+        "../envs/esol.yaml"
     threads: 1
     resources:
         mem_mb=eval_mem_mb(),
         runtime=eval_runtime,
-    conda:
-        "../envs/esol.yaml"
+    params:
+        thresholds=config["eval"]["thresholds"],
+        threshold=config["refine"]["threshold"],
     script:
         "../scripts/eval_seed.py"
 
@@ -89,18 +89,18 @@ if TUNING_SPLIT:
             cams=cam_path("{method}", TUNING_SPLIT),
         output:
             **tuned_outputs("{method}"),
-        params:
-            thresholds=config["eval"]["thresholds"],
-            tuning_split=TUNING_SPLIT,
         log:
             log_path("tune_threshold", "{method}"),
         benchmark:
             benchmark_path("tune_threshold", "{method}")
+        conda:
+            "../envs/esol.yaml"
         threads: 1
         resources:
             mem_mb=eval_mem_mb(),
             runtime=lambda wildcards: eval_runtime(SimpleNamespace(split=TUNING_SPLIT)),
-        conda:
-            "../envs/esol.yaml"
+        params:
+            thresholds=config["eval"]["thresholds"],
+            tuning_split=TUNING_SPLIT,
         script:
             "../scripts/tune_threshold.py"

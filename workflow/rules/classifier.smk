@@ -4,23 +4,23 @@ rule train_classifier:
     output:
         model=model_path("classifier"),
         history=f"{RESULTS}/models/classifier_history.csv",
-    params:
-        processes=config["gpus_per_job"],
-        # Params make Snakemake rerun the rule when these config sections change.
-        model=config["model"],
-        classifier=config["classifier"],
-        train_split=DATASET["train_split"],
-        **RUN_PARAMS,
     log:
         log_path("train_classifier"),
     benchmark:
         benchmark_path("train_classifier")
+    conda:
+        "../envs/esol.yaml"
     threads: TORCH_THREADS
     resources:
         mem_mb=stage_mem_mb("classifier"),
         runtime=stage_runtime("classifier"),
         gpu=training_gpus(),
-    conda:
-        "../envs/esol.yaml"
+    params:
+        **RUN_PARAMS,
+        processes=config["gpus_per_job"],
+        # Params make Snakemake rerun the rule when these config sections change.
+        model=config["model"],
+        classifier=config["classifier"],
+        train_split=DATASET["train_split"],
     script:
         "../scripts/train_classifier.py"

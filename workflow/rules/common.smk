@@ -22,12 +22,18 @@ def validate_config(cfg, schema_path):
     for key in cfg:
         if key not in known:
             near = difflib.get_close_matches(str(key), known, n=1)
-            hint = f"; did you mean {near[0]!r}?" if near else f" (valid keys: {', '.join(known)})"
+            hint = (
+                f"; did you mean {near[0]!r}?"
+                if near
+                else f" (valid keys: {', '.join(known)})"
+            )
             raise WorkflowError(f"config: unknown top-level key {key!r}{hint}")
     missing = [k for k in schema.get("required", []) if k not in cfg]
     if missing:
-        raise WorkflowError(f"config: required key {missing[0]!r} is missing (a --configfile is "
-                            "the whole config: start from a copy of config/config.yaml)")
+        raise WorkflowError(
+            f"config: required key {missing[0]!r} is missing (a --configfile is "
+            "the whole config: start from a copy of config/config.yaml)"
+        )
     try:
         validate(cfg, schema=schema_path)
     except WorkflowError as err:
@@ -38,18 +44,26 @@ def _short_validation_error(err, schema):
     """jsonschema's message and the path of the offending key, from Snakemake's error; an
     unknown nested key gets the nearest valid one."""
     # Snakemake raises its WorkflowError inside jsonschema's ValidationError handler.
-    cause = next((e for e in (err.__cause__, err.__context__) if hasattr(e, "absolute_path")), None)
+    cause = next(
+        (e for e in (err.__cause__, err.__context__) if hasattr(e, "absolute_path")),
+        None,
+    )
     if cause is None:
         return str(err).splitlines()[0]
     where = ".".join(str(p) for p in cause.absolute_path) or "(top level)"
-    if cause.validator in ("additionalProperties", "unevaluatedProperties") and isinstance(
-        cause.instance, dict
-    ):
+    if cause.validator in (
+        "additionalProperties",
+        "unevaluatedProperties",
+    ) and isinstance(cause.instance, dict):
         known = _schema_keys(cause.schema, schema)
         unknown = [k for k in cause.instance if k not in known]
         if known and unknown:
             near = difflib.get_close_matches(str(unknown[0]), known, n=1)
-            hint = f"; did you mean {near[0]!r}?" if near else f" (valid: {', '.join(known)})"
+            hint = (
+                f"; did you mean {near[0]!r}?"
+                if near
+                else f" (valid: {', '.join(known)})"
+            )
             return f"config: unknown key {where}.{unknown[0]}{hint}"
     return f"config key {where}: {cause.message}"
 
@@ -157,7 +171,7 @@ def synthetic_root():
     return f"{RESULTS}/synthetic"
 
 
-# Params every training rule carries: a run's weights depend on them, so a change reruns
+# Params every training job carries: a run's weights depend on them; a change reruns
 # the rule (Snakemake's params trigger) and everything downstream.
 RUN_PARAMS = {"seed": config["seed"], "amp": config["amp"], "device": config["device"]}
 # Inference: no random numbers, but precision and device shape the maps.
@@ -202,7 +216,9 @@ def user_dataset_manifest():
         with os.scandir(path) as entries:
             for e in sorted(entries, key=lambda e: e.name):
                 st = e.stat()
-                h.update(f"{folder}/{e.name}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
+                h.update(
+                    f"{folder}/{e.name}\t{st.st_size}\t{st.st_mtime_ns}\n".encode()
+                )
     return h.hexdigest()
 
 
@@ -276,7 +292,9 @@ def table5_chain(method):
     """Table 5: the benchmark files of the jobs a method's pseudo labels cost, by part:
     the classifier, its own stages, its CAMs (AdvCAM: in its manipulation), IRN."""
     spec = VARIANTS[method]
-    split = os.path.basename(seed_cam_path(method, DATASET["seed_split"]))[: -len(".h5")]
+    split = os.path.basename(seed_cam_path(method, DATASET["seed_split"]))[
+        : -len(".h5")
+    ]
     stages = []
     if spec.get("advcam"):
         stages.append(benchmark_path("make_advcam", method, split))
@@ -288,9 +306,14 @@ def table5_chain(method):
     return {
         "classifier": [benchmark_path("train_classifier")],
         "stages": stages,
-        "cams": [] if spec.get("advcam") else [benchmark_path("make_cam", method, split)],
+        "cams": (
+            [] if spec.get("advcam") else [benchmark_path("make_cam", method, split)]
+        ),
         "refinement": (
-            [benchmark_path(r, method) for r in ("ir_labels", "train_irn", "pseudo_masks")]
+            [
+                benchmark_path(r, method)
+                for r in ("ir_labels", "train_irn", "pseudo_masks")
+            ]
             if refined
             else []
         ),
@@ -318,7 +341,10 @@ def table5_inputs(wildcards=None):
 
 
 def table5_outputs():
-    return {"table_md": report_path("table5.md"), "table_csv": report_path("table5.csv")}
+    return {
+        "table_md": report_path("table5.md"),
+        "table_csv": report_path("table5.csv"),
+    }
 
 
 def cam_path(method, split):
@@ -438,8 +464,8 @@ def tuned_outputs(method):
 
 
 def preset_threshold_files(method):
-    """What a rule reading the preset threshold depends on: the tuned JSON, or nothing
-    when refine.threshold is a number."""
+    """The inputs behind the preset threshold: the tuned JSON, or nothing when
+    refine.threshold is a number."""
     return [tuned_outputs(method)["json"]] if PRESET_TUNED else []
 
 
@@ -556,7 +582,11 @@ def segmentation_labels(wildcards):
 
 def segmentation_init(wildcards):
     """The classifier checkpoint, when DeepLab's backbone starts from it."""
-    return [model_path("classifier")] if SEGMENTATION["model"]["pretrained"] == "classifier" else []
+    return (
+        [model_path("classifier")]
+        if SEGMENTATION["model"]["pretrained"] == "classifier"
+        else []
+    )
 
 
 def deeplab_path(source):
@@ -595,7 +625,7 @@ def training_histories():
     ]
 
 
-# Every rule, upstream first (a topological order of the rule graph): the report's time
+# The rules, upstream first (a topological order of the rule graph); the report's time
 # table and figure follow it. tests/test_viz.py checks it against `snakemake --rulegraph`.
 PIPELINE_RULES = [
     "generate_synthetic",
@@ -635,5 +665,26 @@ def report_path(name):
 def report_targets():
     """The report, and a submission folder per test split and label source."""
     return [report_path("report.md")] + [
-        submission_dir(s, t) for s in SEG_SOURCES for t in DATASET.get("test_splits", [])
+        submission_dir(s, t)
+        for s in SEG_SOURCES
+        for t in DATASET.get("test_splits", [])
     ]
+
+
+# -- Figure 6 sweeps (workflow/rules/sweeps.smk) ------------------------------------
+
+
+def sweep_outputs(sweep):
+    stem = f"{RESULTS}/sweeps/{sweep}"
+    return {"png": f"{stem}.png", "csv": f"{stem}.csv"}
+
+
+def sweep_methods(wildcards):
+    return [m for _, m in SWEEP_MEMBERS[wildcards.sweep]]
+
+
+def sweep_baseline():
+    """Table 6's baseline (every switch off): its best threshold is Fig. 6's t0."""
+    return next(
+        (m for m, s in config["methods"].items() if not any(switches(s).values())), None
+    )

@@ -1,19 +1,19 @@
 rule generate_synthetic:
     output:
         directory(synthetic_root()),
-    params:
-        synthetic=DATASET.get("synthetic"),
-        seed=config["seed"],
     log:
         log_path("generate_synthetic"),
     benchmark:
         benchmark_path("generate_synthetic")
+    conda:
+        "../envs/esol.yaml"
     threads: 1
     resources:
         mem_mb=data_mem_mb(),
         runtime=data_runtime(),
-    conda:
-        "../envs/esol.yaml"
+    params:
+        synthetic=DATASET.get("synthetic"),
+        seed=config["seed"],
     script:
         "../scripts/generate_synthetic.py"
 
@@ -30,19 +30,19 @@ rule prepare_data:
         splits=user_split_lists(),
     output:
         dataset=prepared("dataset.json"),
-    params:
-        dataset=DATASET,
-        manifest=user_dataset_manifest(),
     log:
         log_path("prepare_data"),
     benchmark:
         benchmark_path("prepare_data")
+    conda:
+        "../envs/esol.yaml"
     threads: DATA_THREADS
     resources:
         mem_mb=data_mem_mb(),
         runtime=data_runtime(),
-    conda:
-        "../envs/esol.yaml"
+    params:
+        dataset=DATASET,
+        manifest=user_dataset_manifest(),
     script:
         "../scripts/prepare_data.py"
 
@@ -55,19 +55,19 @@ rule prepare_data:
 rule convert_sbd:
     output:
         manifest=converted("sbd.json"),
-    params:
-        root=DATASET.get("root"),
-        sbd_root=DATASET.get("sbd_root"),
     log:
         log_path("convert_sbd"),
     benchmark:
         benchmark_path("convert_sbd")
+    conda:
+        "../envs/esol.yaml"
     threads: DATA_THREADS
     resources:
         mem_mb=convert_mem_mb(),
         runtime=convert_runtime(),
-    conda:
-        "../envs/esol.yaml"
+    params:
+        root=DATASET.get("root"),
+        sbd_root=DATASET.get("sbd_root"),
     script:
         "../scripts/convert_sbd.py"
 
@@ -77,19 +77,19 @@ rule convert_coco:
         annotations=coco_annotations(),
     output:
         manifest=converted("coco.json"),
-    params:
-        coco=DATASET.get("coco"),
     log:
         log_path("convert_coco"),
     benchmark:
         benchmark_path("convert_coco")
+    conda:
+        "../envs/esol.yaml"
     threads: DATA_THREADS
     resources:
         # The parsed instances_train2014.json (~330 MB on disk, ~3.6 bytes in memory
         # per file byte: benchmarks/conversion.py) plus small workers.
         mem_mb=convert_mem_mb(),
         runtime=convert_runtime(),
-    conda:
-        "../envs/esol.yaml"
+    params:
+        coco=DATASET.get("coco"),
     script:
         "../scripts/convert_coco.py"

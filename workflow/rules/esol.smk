@@ -8,22 +8,22 @@ rule train_expansion:
     output:
         model=model_path("expansion_{etag}"),
         history=f"{RESULTS}/models/expansion_{{etag}}_history.csv",
-    params:
-        processes=config["gpus_per_job"],
-        expansion=expansion_params,
-        switches=expansion_switches,
-        **RUN_PARAMS,
     log:
         log_path("train_expansion", "{etag}"),
     benchmark:
         benchmark_path("train_expansion", "{etag}")
+    conda:
+        "../envs/esol.yaml"
     threads: TORCH_THREADS
     resources:
         mem_mb=stage_mem_mb("expansion"),
         runtime=stage_runtime("expansion"),
         gpu=training_gpus(),
-    conda:
-        "../envs/esol.yaml"
+    params:
+        **RUN_PARAMS,
+        processes=config["gpus_per_job"],
+        expansion=expansion_params,
+        switches=expansion_switches,
     script:
         "../scripts/train_expansion.py"
 
@@ -35,23 +35,23 @@ rule train_shrinkage:
     output:
         model=model_path("shrinkage_{method}"),
         history=f"{RESULTS}/models/shrinkage_{{method}}_history.csv",
-    params:
-        processes=config["gpus_per_job"],
-        shrinkage=shrinkage_params,
-        clip_beta=method_clip_beta,
-        switches=method_spec,
-        **RUN_PARAMS,
     log:
         log_path("train_shrinkage", "{method}"),
     benchmark:
         benchmark_path("train_shrinkage", "{method}")
+    conda:
+        "../envs/esol.yaml"
     threads: TORCH_THREADS
     resources:
         mem_mb=stage_mem_mb("shrinkage"),
         runtime=stage_runtime("shrinkage"),
         gpu=training_gpus(),
-    conda:
-        "../envs/esol.yaml"
+    params:
+        **RUN_PARAMS,
+        processes=config["gpus_per_job"],
+        shrinkage=shrinkage_params,
+        clip_beta=method_clip_beta,
+        switches=method_spec,
     script:
         "../scripts/train_shrinkage.py"
 
@@ -68,15 +68,14 @@ rule make_advcam:
         checkpoint=model_path("classifier"),
     output:
         cams=cam_path("{method}", "{split}"),
-    wildcard_constraints:
-        method="|".join(re.escape(m) for m in ADVCAM_METHODS) or "no_advcam_method",
-    params:
-        cam=config["cam"],
-        advcam=config.get("advcam"),
     log:
         log_path("make_advcam", "{method}", "{split}"),
     benchmark:
         benchmark_path("make_advcam", "{method}", "{split}")
+    wildcard_constraints:
+        method="|".join(re.escape(m) for m in ADVCAM_METHODS) or "no_advcam_method",
+    conda:
+        "../envs/esol.yaml"
     threads: TORCH_THREADS
     resources:
         # Forward + backward through the backbone per step and class: training memory.
@@ -84,8 +83,9 @@ rule make_advcam:
         # adv_iter steps of ~3 forward passes each, for ~2 classes per image.
         runtime=lambda wc: cam_runtime(wc) * 6 * config["advcam"]["adv_iter"],
         gpu=gpus(),
-    conda:
-        "../envs/esol.yaml"
+    params:
+        cam=config["cam"],
+        advcam=config.get("advcam"),
     script:
         "../scripts/make_advcam.py"
 
@@ -101,20 +101,20 @@ rule compare_seeds:
         table_csv=f"{RESULTS}/seeds/table6.csv",
         recall_png=f"{RESULTS}/seeds/recall_vs_threshold.png",
         grid_png=f"{RESULTS}/seeds/fig5_grid.png",
-    params:
-        methods=config["methods"],
-        figures=config["figures"],
-        paper=DATASET["source"] == "voc",
     log:
         log_path("compare_seeds"),
     benchmark:
         benchmark_path("compare_seeds")
+    conda:
+        "../envs/esol.yaml"
     threads: 1
     resources:
         mem_mb=eval_mem_mb(),
         runtime=report_runtime(),
-    conda:
-        "../envs/esol.yaml"
+    params:
+        methods=config["methods"],
+        figures=config["figures"],
+        paper=DATASET["source"] == "voc",
     script:
         "../scripts/compare_seeds.py"
 
@@ -127,6 +127,14 @@ rule table5:
         table5_inputs(),
     output:
         **table5_outputs(),
+    log:
+        log_path("table5"),
+    conda:
+        "../envs/esol.yaml"
+    threads: 1
+    resources:
+        mem_mb=eval_mem_mb(),
+        runtime=report_runtime(),
     params:
         chains={m: table5_chain(m) for m in METHODS},
         kinds={m: table5_kind(m) for m in METHODS},
@@ -135,13 +143,5 @@ rule table5:
             for m in METHODS
         },
         device=config["device"],
-    log:
-        log_path("table5"),
-    threads: 1
-    resources:
-        mem_mb=eval_mem_mb(),
-        runtime=report_runtime(),
-    conda:
-        "../envs/esol.yaml"
     script:
         "../scripts/table5.py"

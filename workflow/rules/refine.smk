@@ -14,19 +14,19 @@ rule crf_seed:
         threshold=crf_threshold_inputs,
     output:
         labels=directory(crf_dir("{method}", "{split}", "{choice}")),
-    params:
-        crf=config["refine"]["crf"],
-        threshold=config["refine"]["threshold"],
     log:
         log_path("crf_seed", "{method}", "{choice}", "{split}"),
     benchmark:
         benchmark_path("crf_seed", "{method}", "{choice}", "{split}")
+    conda:
+        "../envs/esol.yaml"
     threads: DATA_THREADS
     resources:
         mem_mb=crf_mem_mb(),
         runtime=crf_runtime,
-    conda:
-        "../envs/esol.yaml"
+    params:
+        crf=config["refine"]["crf"],
+        threshold=config["refine"]["threshold"],
     script:
         "../scripts/crf_seed.py"
 
@@ -38,18 +38,18 @@ rule eval_crf:
         threshold=crf_threshold_inputs,
     output:
         json=crf_json("{method}", "{split}", "{choice}"),
-    params:
-        threshold=config["refine"]["threshold"],
     log:
         log_path("eval_crf", "{method}", "{choice}", "{split}"),
     benchmark:
         benchmark_path("eval_crf", "{method}", "{choice}", "{split}")
+    conda:
+        "../envs/esol.yaml"
     threads: 1
     resources:
         mem_mb=eval_mem_mb(),
         runtime=eval_runtime,
-    conda:
-        "../envs/esol.yaml"
+    params:
+        threshold=config["refine"]["threshold"],
     script:
         "../scripts/eval_crf.py"
 
@@ -61,22 +61,22 @@ rule ir_labels:
         threshold=preset_inputs,
     output:
         labels=directory(ir_label_dir("{method}")),
+    log:
+        log_path("ir_labels", "{method}"),
+    benchmark:
+        benchmark_path("ir_labels", "{method}")
+    conda:
+        "../envs/esol.yaml"
+    threads: DATA_THREADS
+    resources:
+        mem_mb=crf_mem_mb(),
+        runtime=ir_labels_runtime(),
     params:
         calibrate_to=config["irn"]["calibrate_to"],
         threshold=config["refine"]["threshold"],
         labels=config["irn"]["labels"],
         crf=config["refine"]["crf"],
         train_split=DATASET["train_split"],
-    log:
-        log_path("ir_labels", "{method}"),
-    benchmark:
-        benchmark_path("ir_labels", "{method}")
-    threads: DATA_THREADS
-    resources:
-        mem_mb=crf_mem_mb(),
-        runtime=ir_labels_runtime(),
-    conda:
-        "../envs/esol.yaml"
     script:
         "../scripts/ir_labels.py"
 
@@ -89,23 +89,23 @@ rule train_irn:
     output:
         model=model_path("irn_{method}"),
         history=f"{RESULTS}/models/irn_{{method}}_history.csv",
-    params:
-        processes=config["gpus_per_job"],
-        train=config["irn"]["train"],
-        model=config["model"],
-        train_split=DATASET["train_split"],
-        **RUN_PARAMS,
     log:
         log_path("train_irn", "{method}"),
     benchmark:
         benchmark_path("train_irn", "{method}")
+    conda:
+        "../envs/esol.yaml"
     threads: TORCH_THREADS
     resources:
         mem_mb=irn_mem_mb(),
         runtime=irn_runtime(),
         gpu=training_gpus(),
-    conda:
-        "../envs/esol.yaml"
+    params:
+        **RUN_PARAMS,
+        processes=config["gpus_per_job"],
+        train=config["irn"]["train"],
+        model=config["model"],
+        train_split=DATASET["train_split"],
     script:
         "../scripts/train_irn.py"
 
@@ -118,23 +118,23 @@ rule pseudo_masks:
         threshold=preset_inputs,
     output:
         masks=directory(pseudo_mask_dir("{method}")),
-    params:
-        calibrate_to=config["irn"]["calibrate_to"],
-        threshold=config["refine"]["threshold"],
-        random_walk=config["irn"]["random_walk"],
-        train_split=DATASET["train_split"],
-        **INFERENCE_PARAMS,
     log:
         log_path("pseudo_masks", "{method}"),
     benchmark:
         benchmark_path("pseudo_masks", "{method}")
+    conda:
+        "../envs/esol.yaml"
     threads: TORCH_THREADS
     resources:
         mem_mb=pseudo_masks_mem_mb(),
         runtime=pseudo_masks_runtime(),
         gpu=gpus(),
-    conda:
-        "../envs/esol.yaml"
+    params:
+        **INFERENCE_PARAMS,
+        calibrate_to=config["irn"]["calibrate_to"],
+        threshold=config["refine"]["threshold"],
+        random_walk=config["irn"]["random_walk"],
+        train_split=DATASET["train_split"],
     script:
         "../scripts/pseudo_masks.py"
 
@@ -145,41 +145,41 @@ rule eval_mask:
         masks=pseudo_mask_dir("{method}"),
     output:
         json=mask_json("{method}", "{split}"),
-    params:
-        bg_threshold=config["irn"]["random_walk"]["bg_threshold"],
-        calibrate_to=config["irn"]["calibrate_to"],
     log:
         log_path("eval_mask", "{method}", "{split}"),
     benchmark:
         benchmark_path("eval_mask", "{method}", "{split}")
+    conda:
+        "../envs/esol.yaml"
     threads: 1
     resources:
         mem_mb=eval_mem_mb(),
         runtime=eval_runtime,
-    conda:
-        "../envs/esol.yaml"
+    params:
+        bg_threshold=config["irn"]["random_walk"]["bg_threshold"],
+        calibrate_to=config["irn"]["calibrate_to"],
     script:
         "../scripts/eval_mask.py"
 
 
 rule table1:
     input:
-        dataset=prepared("dataset.json"),
         **table1_inputs(),
+        dataset=prepared("dataset.json"),
     output:
         **table1_outputs(),
-    params:
-        methods=REFINE_METHODS,
-        grid_images=config["refine"]["grid_images"],
     log:
         log_path("table1"),
     benchmark:
         benchmark_path("table1")
+    conda:
+        "../envs/esol.yaml"
     threads: 1
     resources:
         mem_mb=eval_mem_mb(),
         runtime=report_runtime(),
-    conda:
-        "../envs/esol.yaml"
+    params:
+        methods=REFINE_METHODS,
+        grid_images=config["refine"]["grid_images"],
     script:
         "../scripts/table1.py"

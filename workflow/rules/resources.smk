@@ -44,8 +44,10 @@ CUDA_HOST_MB = 2500
 DATALOADER_WORKER_MB = 500
 # Seconds per input pixel of a training step on 2 CPU cores: ResNet-50 measured,
 # the others by FLOPs at 224x224 (1.8, 3.7, 4.1, 7.8 GFLOPs). Inference: a third.
-TRAIN_SECONDS_PER_PX = {d: 13 / (8 * 512 * 512) * f / 4.1 for d, f in
-                        ((18, 1.8), (34, 3.7), (50, 4.1), (101, 7.8))}
+TRAIN_SECONDS_PER_PX = {
+    d: 13 / (8 * 512 * 512) * f / 4.1
+    for d, f in ((18, 1.8), (34, 3.7), (50, 4.1), (101, 7.8))
+}
 GPU_SPEEDUP = 20
 # Threshold sweep: seconds per pixel per threshold (SeedSweep.add, 21 classes, measured).
 SWEEP_SECONDS_PER_PX = 1.5e-9
@@ -94,7 +96,9 @@ def split_size(split):
     """Images in a split: the generator's count, or the lines of the VOC split file."""
     if DATASET["source"] == "synthetic":
         return DATASET["synthetic"]["counts"].get(split, 0)
-    listing = os.path.join(DATASET.get("root") or "", "ImageSets", "Segmentation", f"{split}.txt")
+    listing = os.path.join(
+        DATASET.get("root") or "", "ImageSets", "Segmentation", f"{split}.txt"
+    )
     try:
         with open(listing) as f:
             return sum(1 for line in f if line.strip())
@@ -143,8 +147,11 @@ def training_mem_mb(batch_size, crop, depth, workers=0):
     if gpus():
         need = PROCESS_MB[depth] + CUDA_HOST_MB
     else:
-        need = (PROCESS_MB[depth] + TRAIN_STATE_MB[depth]
-                + batch_size * crop * crop * TRAIN_BYTES_PER_PX[depth] / MB)
+        need = (
+            PROCESS_MB[depth]
+            + TRAIN_STATE_MB[depth]
+            + batch_size * crop * crop * TRAIN_BYTES_PER_PX[depth] / MB
+        )
     return _round_mb(MEM_SAFETY * (need + workers * DATALOADER_WORKER_MB))
 
 
@@ -177,15 +184,22 @@ def inference_runtime(images, side, scales, flip, depth):
 def stage_mem_mb(section):
     """train_classifier / train_expansion / train_shrinkage: config section by name."""
     s = config[section]
-    crop = config["classifier"]["crop"]  # the ESOL stages train on the classifier's crops
-    return training_mem_mb(s["batch_size"], crop, backbone_depth(),
-                           config["classifier"]["num_workers"])
+    crop = config["classifier"][
+        "crop"
+    ]  # the ESOL stages train on the classifier's crops
+    return training_mem_mb(
+        s["batch_size"], crop, backbone_depth(), config["classifier"]["num_workers"]
+    )
 
 
 def stage_runtime(section):
     s = config[section]
-    return training_runtime(split_size(DATASET["train_split"]), s["epochs"],
-                            config["classifier"]["crop"], backbone_depth())
+    return training_runtime(
+        split_size(DATASET["train_split"]),
+        s["epochs"],
+        config["classifier"]["crop"],
+        backbone_depth(),
+    )
 
 
 def cam_mem_mb():
@@ -199,8 +213,13 @@ def cam_mem_mb():
 
 def cam_runtime(wildcards):
     c = config["cam"]
-    return inference_runtime(split_size(wildcards.split), image_side(), c["scales"],
-                             c["flip"], backbone_depth())
+    return inference_runtime(
+        split_size(wildcards.split),
+        image_side(),
+        c["scales"],
+        c["flip"],
+        backbone_depth(),
+    )
 
 
 def sweep_thresholds():
@@ -211,7 +230,9 @@ def sweep_thresholds():
 def eval_mem_mb():
     """A split's CAMs are read one image at a time; maps of one image at full size."""
     classes = len(dataset_class_names())
-    return _round_mb(MEM_SAFETY * (TOOL_PROCESS_MB + 8 * (classes + 1) * image_side() ** 2 / MB))
+    return _round_mb(
+        MEM_SAFETY * (TOOL_PROCESS_MB + 8 * (classes + 1) * image_side() ** 2 / MB)
+    )
 
 
 def eval_runtime(wildcards):
@@ -221,7 +242,9 @@ def eval_runtime(wildcards):
 
 def data_mem_mb():
     """Dataset generation and validation: a few images at a time, plus the label index."""
-    return _round_mb(MEM_SAFETY * (TOOL_PROCESS_MB + 3 * image_side() ** 2 * DATA_THREADS / MB))
+    return _round_mb(
+        MEM_SAFETY * (TOOL_PROCESS_MB + 3 * image_side() ** 2 * DATA_THREADS / MB)
+    )
 
 
 def data_runtime():
@@ -254,8 +277,10 @@ def convert_mem_mb():
     need = TOOL_PROCESS_MB + DATA_THREADS * (TOOL_PROCESS_MB / 2)
     if DATASET["source"] == "coco":
         files = coco_annotations()
-        size = max([os.path.getsize(f) for f in files if os.path.exists(f)]
-                   or [COCO_JSON_DEFAULT_BYTES])
+        size = max(
+            [os.path.getsize(f) for f in files if os.path.exists(f)]
+            or [COCO_JSON_DEFAULT_BYTES]
+        )
         need += COCO_JSON_RSS_PER_BYTE * size / MB
     return _round_mb(MEM_SAFETY * need)
 
@@ -291,33 +316,44 @@ def crf_runtime(wildcards):
 
 def ir_labels_runtime():
     """Two CRFs per image (confident foreground and background) over the training split."""
-    seconds = 2 * split_size(DATASET["train_split"]) * image_side() ** 2 * CRF_SECONDS_PER_PX
+    seconds = (
+        2 * split_size(DATASET["train_split"]) * image_side() ** 2 * CRF_SECONDS_PER_PX
+    )
     return _minutes(seconds / DATA_THREADS)
 
 
 def irn_mem_mb():
     t = config["irn"]["train"]
-    return training_mem_mb(t["batch_size"], t["crop"], backbone_depth(), t["num_workers"])
+    return training_mem_mb(
+        t["batch_size"], t["crop"], backbone_depth(), t["num_workers"]
+    )
 
 
 def irn_runtime():
     t = config["irn"]["train"]
-    return training_runtime(split_size(DATASET["train_split"]), t["epochs"], t["crop"],
-                            backbone_depth())
+    return training_runtime(
+        split_size(DATASET["train_split"]), t["epochs"], t["crop"], backbone_depth()
+    )
 
 
 def pseudo_masks_mem_mb():
     def need(side):
         walk = RANDOM_WALK_MB_PER_PX * side**2
-        return _round_mb(inference_mem_mb(side, [1.0], True, backbone_depth()) + MEM_SAFETY * walk)
+        return _round_mb(
+            inference_mem_mb(side, [1.0], True, backbone_depth()) + MEM_SAFETY * walk
+        )
 
     return sized_by_largest_image(need)
 
 
 def pseudo_masks_runtime():
     images, side = split_size(DATASET["train_split"]), image_side()
-    walk = images * side**2 * RANDOM_WALK_SECONDS_PER_PX / (GPU_SPEEDUP if gpus() else 1)
-    network = 60 * (inference_runtime(images, side, [1.0], True, backbone_depth()) - MIN_RUNTIME)
+    walk = (
+        images * side**2 * RANDOM_WALK_SECONDS_PER_PX / (GPU_SPEEDUP if gpus() else 1)
+    )
+    network = 60 * (
+        inference_runtime(images, side, [1.0], True, backbone_depth()) - MIN_RUNTIME
+    )
     return _minutes(network / TIME_SAFETY + walk)
 
 
@@ -335,14 +371,18 @@ def deeplab_mem_mb():
     t = config["segmentation"]["train"]
     scales = 1 + sum(s**2 for s in config["segmentation"]["model"]["msc_scales"])
     pixels_crop = int(t["crop"] * math.sqrt(DEEPLAB_ACTIVATION_FACTOR * scales))
-    return training_mem_mb(t["batch_size"], pixels_crop, deeplab_depth(), t["num_workers"])
+    return training_mem_mb(
+        t["batch_size"], pixels_crop, deeplab_depth(), t["num_workers"]
+    )
 
 
 def deeplab_runtime():
     t = config["segmentation"]["train"]
     scales = 1 + sum(s**2 for s in config["segmentation"]["model"]["msc_scales"])
     crop = int(t["crop"] * math.sqrt(DEEPLAB_ACTIVATION_FACTOR * scales))
-    return training_runtime(split_size(DATASET["train_split"]), t["epochs"], crop, deeplab_depth())
+    return training_runtime(
+        split_size(DATASET["train_split"]), t["epochs"], crop, deeplab_depth()
+    )
 
 
 def deeplab_predict_mem_mb():
@@ -358,7 +398,13 @@ def deeplab_predict_mem_mb():
 def deeplab_predict_runtime(wildcards):
     p = config["segmentation"]["predict"]
     images, side = split_size(wildcards.split), image_side()
-    network = 60 * (inference_runtime(images, side, p["scales"], p["flip"], deeplab_depth())
-                    - MIN_RUNTIME) / TIME_SAFETY
+    network = (
+        60
+        * (
+            inference_runtime(images, side, p["scales"], p["flip"], deeplab_depth())
+            - MIN_RUNTIME
+        )
+        / TIME_SAFETY
+    )
     crf = images * side**2 * CRF_SECONDS_PER_PX / DATA_THREADS
     return _minutes(DEEPLAB_ACTIVATION_FACTOR * network + crf)

@@ -14,24 +14,24 @@ rule train_segmentation:
     output:
         model=deeplab_path("{source}"),
         history=f"{RESULTS}/models/deeplab_{{source}}_history.csv",
-    params:
-        processes=config["gpus_per_job"],
-        model=SEGMENTATION["model"],
-        train=SEGMENTATION["train"],
-        label_dir=segmentation_label_dir,
-        train_split=DATASET["train_split"],
-        **RUN_PARAMS,
     log:
         log_path("train_segmentation", "{source}"),
     benchmark:
         benchmark_path("train_segmentation", "{source}")
+    conda:
+        "../envs/esol.yaml"
     threads: TORCH_THREADS
     resources:
         mem_mb=deeplab_mem_mb(),
         runtime=deeplab_runtime(),
         gpu=training_gpus(),
-    conda:
-        "../envs/esol.yaml"
+    params:
+        **RUN_PARAMS,
+        processes=config["gpus_per_job"],
+        model=SEGMENTATION["model"],
+        train=SEGMENTATION["train"],
+        label_dir=segmentation_label_dir,
+        train_split=DATASET["train_split"],
     script:
         "../scripts/train_segmentation.py"
 
@@ -43,20 +43,20 @@ rule predict_segmentation:
     output:
         raw=directory(prediction_dir("{source}", "{split}", "raw")),
         crf=directory(prediction_dir("{source}", "{split}", "crf")),
-    params:
-        predict=SEGMENTATION["predict"],
-        **INFERENCE_PARAMS,
     log:
         log_path("predict_segmentation", "{source}", "{split}"),
     benchmark:
         benchmark_path("predict_segmentation", "{source}", "{split}")
+    conda:
+        "../envs/esol.yaml"
     threads: TORCH_THREADS
     resources:
         mem_mb=deeplab_predict_mem_mb(),
         runtime=deeplab_predict_runtime,
         gpu=gpus(),
-    conda:
-        "../envs/esol.yaml"
+    params:
+        **INFERENCE_PARAMS,
+        predict=SEGMENTATION["predict"],
     script:
         "../scripts/predict_segmentation.py"
 
@@ -72,12 +72,12 @@ rule eval_segmentation:
         log_path("eval_segmentation", "{source}", "{split}"),
     benchmark:
         benchmark_path("eval_segmentation", "{source}", "{split}")
+    conda:
+        "../envs/esol.yaml"
     threads: 1
     resources:
         mem_mb=eval_mem_mb(),
         runtime=eval_runtime,
-    conda:
-        "../envs/esol.yaml"
     script:
         "../scripts/eval_segmentation.py"
 
@@ -92,12 +92,12 @@ rule segmentation_submission:
         log_path("segmentation_submission", "{source}", "{split}"),
     benchmark:
         benchmark_path("segmentation_submission", "{source}", "{split}")
+    conda:
+        "../envs/esol.yaml"
     threads: 1
     resources:
         mem_mb=data_mem_mb(),
         runtime=report_runtime(),
-    conda:
-        "../envs/esol.yaml"
     script:
         "../scripts/segmentation_submission.py"
 
@@ -182,20 +182,20 @@ rule report:
             caption="../report/times_png.rst",
             category="6. Time",
         ),
+    log:
+        log_path("report"),
+    benchmark:
+        benchmark_path("report")
+    conda:
+        "../envs/esol.yaml"
+    threads: 1
+    resources:
+        mem_mb=eval_mem_mb(),
+        runtime=report_runtime(),
     params:
         sources=SEG_SOURCES,
         benchmarks=f"{RESULTS}/benchmarks",
         report=config["report"],
         rule_order=PIPELINE_RULES,
-    log:
-        log_path("report"),
-    benchmark:
-        benchmark_path("report")
-    threads: 1
-    resources:
-        mem_mb=eval_mem_mb(),
-        runtime=report_runtime(),
-    conda:
-        "../envs/esol.yaml"
     script:
         "../scripts/report.py"
