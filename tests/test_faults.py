@@ -34,7 +34,7 @@ from esol.engine import fit, save_checkpoint
 from esol.labeldir import LabelDir
 from esol.models.backbone import ResNetBackbone
 from esol.segmentation.predict import predict_split
-from esol.segmentation.crf import DEEPLAB_CRF
+from esol.crf import DEEPLAB_CRF
 from esol.utils import ConfigError, DatasetError, TrainingError, atomic_path, rule_logging
 
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")

@@ -44,3 +44,23 @@ def test_digest_changes_with_an_imported_file_only(tmp_path):
 def test_every_entry_script_reaches_the_module_it_calls():
     cam = library_sources(REPO / "workflow/scripts/make_cam.py", REPO)
     assert REPO / "esol/cam.py" in cam and REPO / "esol/stages.py" in cam
+
+
+def test_every_script_rule_carries_the_digest_of_its_library_code():
+    import re
+
+    for smk in sorted((REPO / "workflow" / "rules").glob("*.smk")):
+        text = smk.read_text()
+        for block in re.split(r"\n(?=\s*rule \w+:)", text):
+            m = re.search(r'script:\n\s+"\.\./scripts/(\w+\.py)"', block)
+            if m:
+                assert f'code=code_digest("{m.group(1)}")' in block, f"{smk.name}: {block.split(':')[0]}"
+
+
+def test_every_rule_resource_grows_per_attempt():
+    import re
+
+    for smk in sorted((REPO / "workflow" / "rules").glob("*.smk")):
+        for line in smk.read_text().splitlines():
+            if re.match(r"\s+(mem_mb|runtime)=", line):
+                assert "attempt_scaled(" in line, f"{smk.name}: {line.strip()}"

@@ -16,11 +16,12 @@ rule make_cam:
         "../envs/esol.yaml"
     threads: TORCH_THREADS
     resources:
-        mem_mb=cam_mem_mb(),
-        runtime=cam_runtime,
+        mem_mb=attempt_scaled(cam_mem_mb()),
+        runtime=attempt_scaled(cam_runtime),
         gpu=gpus(),
     params:
         **INFERENCE_PARAMS,
+        code=code_digest("make_cam.py"),
         method=method_spec,
         cam=config["cam"],
         shard=shard_of,
@@ -45,8 +46,10 @@ if SHARDS > 1:
             "../envs/esol.yaml"
         threads: 1
         resources:
-            mem_mb=eval_mem_mb(),
-            runtime=eval_runtime,
+            mem_mb=attempt_scaled(eval_mem_mb()),
+            runtime=attempt_scaled(eval_runtime),
+        params:
+            code=code_digest("gather_cams.py"),
         script:
             "../scripts/gather_cams.py"
 
@@ -68,9 +71,10 @@ rule eval_seed:
         "../envs/esol.yaml"
     threads: 1
     resources:
-        mem_mb=eval_mem_mb(),
-        runtime=eval_runtime,
+        mem_mb=attempt_scaled(eval_mem_mb()),
+        runtime=attempt_scaled(eval_runtime),
     params:
+        code=code_digest("eval_seed.py"),
         thresholds=config["eval"]["thresholds"],
         threshold=config["refine"]["threshold"],
     script:
@@ -81,7 +85,6 @@ rule eval_seed:
 # disjoint from every pseudo-labelled or evaluated split (checked in the script). Not an
 # eval_* rule: it feeds ir_labels and pseudo_masks, so it must read no evaluated masks.
 if TUNING_SPLIT:
-    from types import SimpleNamespace
 
     rule tune_threshold:
         input:
@@ -97,9 +100,10 @@ if TUNING_SPLIT:
             "../envs/esol.yaml"
         threads: 1
         resources:
-            mem_mb=eval_mem_mb(),
-            runtime=lambda wildcards: eval_runtime(SimpleNamespace(split=TUNING_SPLIT)),
+            mem_mb=attempt_scaled(eval_mem_mb()),
+            runtime=attempt_scaled(tune_runtime),
         params:
+            code=code_digest("tune_threshold.py"),
             thresholds=config["eval"]["thresholds"],
             tuning_split=TUNING_SPLIT,
         script:

@@ -12,11 +12,12 @@ rule train_classifier:
         "../envs/esol.yaml"
     threads: TORCH_THREADS
     resources:
-        mem_mb=stage_mem_mb("classifier"),
-        runtime=stage_runtime("classifier"),
+        mem_mb=attempt_scaled(stage_mem_mb("classifier")),
+        runtime=attempt_scaled(stage_runtime("classifier")),
         gpu=training_gpus(),
     params:
         **RUN_PARAMS,
+        code=code_digest("train_classifier.py"),
         processes=config["gpus_per_job"],
         # Params make Snakemake rerun the rule when these config sections change.
         model=config["model"],

@@ -108,6 +108,7 @@ from esol.sweeps import (
     expansion_tag,
     switches,
 )
+from esol.sources import source_digest
 
 for _m, _spec in config["methods"].items():
     check_overrides(f"methods.{_m}.overrides", _spec.get("overrides") or {})
@@ -671,6 +672,18 @@ def report_targets():
     ]
 
 
+# -- Library code as a rule input ---------------------------------------------------
+
+
+def code_digest(script):
+    """A digest of the esol modules a rule's entry script imports (esol/sources.py): a
+    rule param, so an edit to the library code a rule runs reruns it (Snakemake itself
+    watches only the few-line entry script)."""
+    return source_digest(
+        os.path.join(REPO_ROOT, "workflow", "scripts", script), REPO_ROOT
+    )
+
+
 # -- Figure 6 sweeps (workflow/rules/sweeps.smk) ------------------------------------
 
 
@@ -688,3 +701,19 @@ def sweep_baseline():
     return next(
         (m for m, s in config["methods"].items() if not any(switches(s).values())), None
     )
+
+
+def sweep_metrics(wildcards):
+    return [seed_outputs(m)["json"] for m in sweep_methods(wildcards)]
+
+
+def sweep_curves(wildcards):
+    return [seed_outputs(m)["csv"] for m in sweep_methods(wildcards)]
+
+
+def sweep_setting(wildcards):
+    return SWEEPS[wildcards.sweep]
+
+
+def sweep_members(wildcards):
+    return SWEEP_MEMBERS[wildcards.sweep]

@@ -9,9 +9,10 @@ rule generate_synthetic:
         "../envs/esol.yaml"
     threads: 1
     resources:
-        mem_mb=data_mem_mb(),
-        runtime=data_runtime(),
+        mem_mb=attempt_scaled(data_mem_mb()),
+        runtime=attempt_scaled(data_runtime()),
     params:
+        code=code_digest("generate_synthetic.py"),
         synthetic=DATASET.get("synthetic"),
         seed=config["seed"],
     script:
@@ -38,9 +39,10 @@ rule prepare_data:
         "../envs/esol.yaml"
     threads: DATA_THREADS
     resources:
-        mem_mb=data_mem_mb(),
-        runtime=data_runtime(),
+        mem_mb=attempt_scaled(data_mem_mb()),
+        runtime=attempt_scaled(data_runtime()),
     params:
+        code=code_digest("prepare_data.py"),
         dataset=DATASET,
         manifest=user_dataset_manifest(),
     script:
@@ -63,9 +65,10 @@ rule convert_sbd:
         "../envs/esol.yaml"
     threads: DATA_THREADS
     resources:
-        mem_mb=convert_mem_mb(),
-        runtime=convert_runtime(),
+        mem_mb=attempt_scaled(convert_mem_mb()),
+        runtime=attempt_scaled(convert_runtime()),
     params:
+        code=code_digest("convert_sbd.py"),
         root=DATASET.get("root"),
         sbd_root=DATASET.get("sbd_root"),
     script:
@@ -87,9 +90,10 @@ rule convert_coco:
     resources:
         # The parsed instances_train2014.json (~330 MB on disk, ~3.6 bytes in memory
         # per file byte: benchmarks/conversion.py) plus small workers.
-        mem_mb=convert_mem_mb(),
-        runtime=convert_runtime(),
+        mem_mb=attempt_scaled(convert_mem_mb()),
+        runtime=attempt_scaled(convert_runtime()),
     params:
+        code=code_digest("convert_coco.py"),
         coco=DATASET.get("coco"),
     script:
         "../scripts/convert_coco.py"

@@ -16,11 +16,12 @@ rule train_expansion:
         "../envs/esol.yaml"
     threads: TORCH_THREADS
     resources:
-        mem_mb=stage_mem_mb("expansion"),
-        runtime=stage_runtime("expansion"),
+        mem_mb=attempt_scaled(stage_mem_mb("expansion")),
+        runtime=attempt_scaled(stage_runtime("expansion")),
         gpu=training_gpus(),
     params:
         **RUN_PARAMS,
+        code=code_digest("train_expansion.py"),
         processes=config["gpus_per_job"],
         expansion=expansion_params,
         switches=expansion_switches,
@@ -43,11 +44,12 @@ rule train_shrinkage:
         "../envs/esol.yaml"
     threads: TORCH_THREADS
     resources:
-        mem_mb=stage_mem_mb("shrinkage"),
-        runtime=stage_runtime("shrinkage"),
+        mem_mb=attempt_scaled(stage_mem_mb("shrinkage")),
+        runtime=attempt_scaled(stage_runtime("shrinkage")),
         gpu=training_gpus(),
     params:
         **RUN_PARAMS,
+        code=code_digest("train_shrinkage.py"),
         processes=config["gpus_per_job"],
         shrinkage=shrinkage_params,
         clip_beta=method_clip_beta,
@@ -79,11 +81,12 @@ rule make_advcam:
     threads: TORCH_THREADS
     resources:
         # Forward + backward through the backbone per step and class: training memory.
-        mem_mb=stage_mem_mb("classifier"),
+        mem_mb=attempt_scaled(stage_mem_mb("classifier")),
         # adv_iter steps of ~3 forward passes each, for ~2 classes per image.
-        runtime=lambda wc: cam_runtime(wc) * 6 * config["advcam"]["adv_iter"],
+        runtime=attempt_scaled(advcam_runtime),
         gpu=gpus(),
     params:
+        code=code_digest("make_advcam.py"),
         cam=config["cam"],
         advcam=config.get("advcam"),
     script:
@@ -109,9 +112,10 @@ rule compare_seeds:
         "../envs/esol.yaml"
     threads: 1
     resources:
-        mem_mb=eval_mem_mb(),
-        runtime=report_runtime(),
+        mem_mb=attempt_scaled(eval_mem_mb()),
+        runtime=attempt_scaled(report_runtime()),
     params:
+        code=code_digest("compare_seeds.py"),
         methods=config["methods"],
         figures=config["figures"],
         paper=DATASET["source"] == "voc",
@@ -133,9 +137,10 @@ rule table5:
         "../envs/esol.yaml"
     threads: 1
     resources:
-        mem_mb=eval_mem_mb(),
-        runtime=report_runtime(),
+        mem_mb=attempt_scaled(eval_mem_mb()),
+        runtime=attempt_scaled(report_runtime()),
     params:
+        code=code_digest("table5.py"),
         chains={m: table5_chain(m) for m in METHODS},
         kinds={m: table5_kind(m) for m in METHODS},
         cam_splits={

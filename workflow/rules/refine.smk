@@ -22,9 +22,10 @@ rule crf_seed:
         "../envs/esol.yaml"
     threads: DATA_THREADS
     resources:
-        mem_mb=crf_mem_mb(),
-        runtime=crf_runtime,
+        mem_mb=attempt_scaled(crf_mem_mb()),
+        runtime=attempt_scaled(crf_runtime),
     params:
+        code=code_digest("crf_seed.py"),
         crf=config["refine"]["crf"],
         threshold=config["refine"]["threshold"],
     script:
@@ -46,9 +47,10 @@ rule eval_crf:
         "../envs/esol.yaml"
     threads: 1
     resources:
-        mem_mb=eval_mem_mb(),
-        runtime=eval_runtime,
+        mem_mb=attempt_scaled(eval_mem_mb()),
+        runtime=attempt_scaled(eval_runtime),
     params:
+        code=code_digest("eval_crf.py"),
         threshold=config["refine"]["threshold"],
     script:
         "../scripts/eval_crf.py"
@@ -69,9 +71,10 @@ rule ir_labels:
         "../envs/esol.yaml"
     threads: DATA_THREADS
     resources:
-        mem_mb=crf_mem_mb(),
-        runtime=ir_labels_runtime(),
+        mem_mb=attempt_scaled(crf_mem_mb()),
+        runtime=attempt_scaled(ir_labels_runtime()),
     params:
+        code=code_digest("ir_labels.py"),
         calibrate_to=config["irn"]["calibrate_to"],
         threshold=config["refine"]["threshold"],
         labels=config["irn"]["labels"],
@@ -97,11 +100,12 @@ rule train_irn:
         "../envs/esol.yaml"
     threads: TORCH_THREADS
     resources:
-        mem_mb=irn_mem_mb(),
-        runtime=irn_runtime(),
+        mem_mb=attempt_scaled(irn_mem_mb()),
+        runtime=attempt_scaled(irn_runtime()),
         gpu=training_gpus(),
     params:
         **RUN_PARAMS,
+        code=code_digest("train_irn.py"),
         processes=config["gpus_per_job"],
         train=config["irn"]["train"],
         model=config["model"],
@@ -126,11 +130,12 @@ rule pseudo_masks:
         "../envs/esol.yaml"
     threads: TORCH_THREADS
     resources:
-        mem_mb=pseudo_masks_mem_mb(),
-        runtime=pseudo_masks_runtime(),
+        mem_mb=attempt_scaled(pseudo_masks_mem_mb()),
+        runtime=attempt_scaled(pseudo_masks_runtime()),
         gpu=gpus(),
     params:
         **INFERENCE_PARAMS,
+        code=code_digest("pseudo_masks.py"),
         calibrate_to=config["irn"]["calibrate_to"],
         threshold=config["refine"]["threshold"],
         random_walk=config["irn"]["random_walk"],
@@ -153,9 +158,10 @@ rule eval_mask:
         "../envs/esol.yaml"
     threads: 1
     resources:
-        mem_mb=eval_mem_mb(),
-        runtime=eval_runtime,
+        mem_mb=attempt_scaled(eval_mem_mb()),
+        runtime=attempt_scaled(eval_runtime),
     params:
+        code=code_digest("eval_mask.py"),
         bg_threshold=config["irn"]["random_walk"]["bg_threshold"],
         calibrate_to=config["irn"]["calibrate_to"],
     script:
@@ -176,9 +182,10 @@ rule table1:
         "../envs/esol.yaml"
     threads: 1
     resources:
-        mem_mb=eval_mem_mb(),
-        runtime=report_runtime(),
+        mem_mb=attempt_scaled(eval_mem_mb()),
+        runtime=attempt_scaled(report_runtime()),
     params:
+        code=code_digest("table1.py"),
         methods=REFINE_METHODS,
         grid_images=config["refine"]["grid_images"],
     script:

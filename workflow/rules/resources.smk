@@ -23,6 +23,7 @@
 
 import json
 import math
+from types import SimpleNamespace
 
 TORCH_THREADS = 8  # intra-op threads of the network rules (torch.set_num_threads)
 DATA_THREADS = 4  # image decoding/validation workers
@@ -408,3 +409,14 @@ def deeplab_predict_runtime(wildcards):
     )
     crf = images * side**2 * CRF_SECONDS_PER_PX / DATA_THREADS
     return _minutes(DEEPLAB_ACTIVATION_FACTOR * network + crf)
+
+
+def tune_runtime(wildcards):
+    """tune_threshold: the threshold sweep over the tuning split."""
+    return eval_runtime(SimpleNamespace(split=TUNING_SPLIT))
+
+
+def advcam_runtime(wildcards):
+    """make_advcam: adv_iter forward-backward passes per scale, each about six of a
+    CAM pass (forward, backward, the regulariser's CAM)."""
+    return cam_runtime(wildcards) * 6 * config["advcam"]["adv_iter"]

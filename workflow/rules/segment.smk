@@ -22,11 +22,12 @@ rule train_segmentation:
         "../envs/esol.yaml"
     threads: TORCH_THREADS
     resources:
-        mem_mb=deeplab_mem_mb(),
-        runtime=deeplab_runtime(),
+        mem_mb=attempt_scaled(deeplab_mem_mb()),
+        runtime=attempt_scaled(deeplab_runtime()),
         gpu=training_gpus(),
     params:
         **RUN_PARAMS,
+        code=code_digest("train_segmentation.py"),
         processes=config["gpus_per_job"],
         model=SEGMENTATION["model"],
         train=SEGMENTATION["train"],
@@ -51,11 +52,12 @@ rule predict_segmentation:
         "../envs/esol.yaml"
     threads: TORCH_THREADS
     resources:
-        mem_mb=deeplab_predict_mem_mb(),
-        runtime=deeplab_predict_runtime,
+        mem_mb=attempt_scaled(deeplab_predict_mem_mb()),
+        runtime=attempt_scaled(deeplab_predict_runtime),
         gpu=gpus(),
     params:
         **INFERENCE_PARAMS,
+        code=code_digest("predict_segmentation.py"),
         predict=SEGMENTATION["predict"],
     script:
         "../scripts/predict_segmentation.py"
@@ -76,8 +78,10 @@ rule eval_segmentation:
         "../envs/esol.yaml"
     threads: 1
     resources:
-        mem_mb=eval_mem_mb(),
-        runtime=eval_runtime,
+        mem_mb=attempt_scaled(eval_mem_mb()),
+        runtime=attempt_scaled(eval_runtime),
+    params:
+        code=code_digest("eval_segmentation.py"),
     script:
         "../scripts/eval_segmentation.py"
 
@@ -96,8 +100,10 @@ rule segmentation_submission:
         "../envs/esol.yaml"
     threads: 1
     resources:
-        mem_mb=data_mem_mb(),
-        runtime=report_runtime(),
+        mem_mb=attempt_scaled(data_mem_mb()),
+        runtime=attempt_scaled(report_runtime()),
+    params:
+        code=code_digest("segmentation_submission.py"),
     script:
         "../scripts/segmentation_submission.py"
 
@@ -190,9 +196,10 @@ rule report:
         "../envs/esol.yaml"
     threads: 1
     resources:
-        mem_mb=eval_mem_mb(),
-        runtime=report_runtime(),
+        mem_mb=attempt_scaled(eval_mem_mb()),
+        runtime=attempt_scaled(report_runtime()),
     params:
+        code=code_digest("report.py"),
         sources=SEG_SOURCES,
         benchmarks=f"{RESULTS}/benchmarks",
         report=config["report"],

@@ -8,8 +8,8 @@ wildcard_constraints:
 
 rule sweep_figure:
     input:
-        metrics=lambda wc: [seed_outputs(m)["json"] for m in sweep_methods(wc)],
-        curves=lambda wc: [seed_outputs(m)["csv"] for m in sweep_methods(wc)],
+        metrics=sweep_metrics,
+        curves=sweep_curves,
         baseline=[seed_outputs(sweep_baseline())["json"]] if sweep_baseline() else [],
     output:
         **sweep_outputs("{sweep}"),
@@ -21,10 +21,11 @@ rule sweep_figure:
         "../envs/esol.yaml"
     threads: 1
     resources:
-        mem_mb=eval_mem_mb(),
-        runtime=report_runtime(),
+        mem_mb=attempt_scaled(eval_mem_mb()),
+        runtime=attempt_scaled(report_runtime()),
     params:
-        sweep=lambda wc: SWEEPS[wc.sweep],
-        members=lambda wc: SWEEP_MEMBERS[wc.sweep],
+        code=code_digest("sweep_figure.py"),
+        sweep=sweep_setting,
+        members=sweep_members,
     script:
         "../scripts/sweep_figure.py"
