@@ -146,3 +146,50 @@ def evaluate_seeds_to_files(cam_path: str | os.PathLike, dataset_json: str | os.
         log.info("%s on %s: preset threshold %.2f (%s), mIoU %.4f", title, split, preset[0], preset[1],
                  summary["preset"]["miou"])
     return summary
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m esol.evaluate``: mIoU of any folder of label PNGs against a dataset."""
+    import argparse
+
+    from esol.data.voc import VOC_CLASSES, prepare_dataset
+    from esol.segmentation.evaluate import prediction_confusion, summarize
+
+    ap = argparse.ArgumentParser(
+        prog="python -m esol.evaluate",
+        description="mIoU of a folder of <id>.png label maps (class indices, palette or grey) "
+                    "against a dataset's SegmentationClass masks; 255 in the ground truth is "
+                    "ignored, every predicted value counts.")
+    ap.add_argument("predictions", help="folder of <id>.png label maps")
+    src = ap.add_mutually_exclusive_group(required=True)
+    src.add_argument("--dataset", help="a prepared dataset.json (results/<name>/data/dataset.json)")
+    src.add_argument("--voc-root", help="a VOC-layout folder (JPEGImages/, SegmentationClass/, ImageSets/)")
+    ap.add_argument("--split", required=True, help="split whose ids are evaluated, e.g. val")
+    ap.add_argument("--classes", nargs="+", default=None,
+                    help="class names of mask values 1..K (default: the 20 VOC classes)")
+    ap.add_argument("--out", help="write the result as JSON here")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.dataset:
+        info = DatasetInfo.from_json(args.dataset)
+    else:
+        info = prepare_dataset(args.voc_root, args.classes or VOC_CLASSES, [args.split])
+    if args.split not in info.labels:
+        raise SystemExit(f"split {args.split!r} has no masks to evaluate against")
+    missing = [i for i in info.ids(args.split) if not (Path(args.predictions) / f"{i}.png").is_file()]
+    if missing:
+        raise SystemExit(f"{len(missing)} of {len(info.ids(args.split))} predictions missing, first "
+                         f"{Path(args.predictions) / (missing[0] + '.png')}")
+    result = {"predictions": str(args.predictions), "split": args.split,
+              "images": len(info.ids(args.split)),
+              "ground_truth": ground_truth_provenance(info, args.split, "rejected"),
+              **summarize(prediction_confusion(args.predictions, info, args.split), info.classes)}
+    if args.out:
+        write_json(args.out, result)
+    print(f"mIoU {100 * result['miou']:.2f} on {args.split} ({result['images']} images)")
+    for name, v in result["per_class_iou"].items():
+        print(f"  {name:>14s} {'-' if v is None else f'{100 * v:.2f}'}")
+
+
+if __name__ == "__main__":
+    main()
