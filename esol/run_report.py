@@ -233,8 +233,8 @@ def provenance_section(rows: Sequence[Mapping[str, str]]) -> str:
         "A threshold marked **oracle** was chosen with the ground truth of the very split it is "
         "scored on (the paper's convention for Table 1 Seed/CRF and Table 6); it is reported, "
         "never used to make training labels. The **preset** threshold is fixed before any "
-        "evaluation and is the only one that reaches IRN and DeepLab. Pixels whose ground truth "
-        f"is 255: {GROUND_TRUTH_255}.\n",
+        "evaluation and is the only one that reaches IRN and DeepLab. A 255 in the ground "
+        f"truth is {GROUND_TRUTH_255}.\n",
         _md_table(["Number", "Ground truth (split, masks)", "Threshold", "255 in the prediction"],
                   [[r["number"], r["ground_truth"], r["threshold"], r["prediction_255"]]
                    for r in rows])])
