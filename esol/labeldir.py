@@ -42,11 +42,13 @@ class LabelDir:
     that shape them); a partial folder left by a run with other inputs is discarded.
     """
 
+    suffix = ".png"  # the per-image files; a subclass may hold others (PSA's .npz scores)
+
     def __init__(self, path: str | os.PathLike, inputs: Mapping[str, Any]) -> None:
         self.path = Path(path)
         self.partial = self.path.with_name(self.path.name + ".partial")
         stamp = self.partial / STAMP
-        if self.partial.is_dir() and any(self.partial.glob("*.png")):
+        if self.partial.is_dir() and any(self.partial.glob("*" + self.suffix)):
             stored = stamp.read_text() if stamp.is_file() else None
             if not resumable(stored, inputs, str(self.path), self.partial):
                 shutil.rmtree(self.partial)
@@ -57,7 +59,7 @@ class LabelDir:
 
     def todo(self, ids: Sequence[str]) -> list[str]:
         """The ids whose PNG is not in the partial folder yet (a resumed run skips the rest)."""
-        done = {p.stem for p in self.partial.glob("*.png")}
+        done = {p.stem for p in self.partial.glob("*" + self.suffix)}
         todo = [i for i in ids if i not in done]
         if len(todo) < len(ids):
             log.info("resuming %s: %d of %d images already written", self.path, len(ids) - len(todo),

@@ -171,13 +171,16 @@ def calibration_gamma(reference: float | None, threshold: float) -> float:
     return float(np.log(reference) / np.log(threshold))
 
 
-def training_gamma(cfg: Config, info: DatasetInfo,
-                   threshold_json: str | os.PathLike | None) -> tuple[float, float, str]:
+def training_gamma(cfg: Config, info: DatasetInfo, threshold_json: str | os.PathLike | None,
+                   calibrate_to: float | None | str = "irn") -> tuple[float, float, str]:
     """(gamma, preset threshold, how it was chosen) for the rules that feed training.
 
     With ``refine.threshold: tuned`` the tuning split is checked disjoint again (a
-    result tuned under another config must not slip through).
+    result tuned under another config must not slip through). ``calibrate_to``: the
+    refiner's reference threshold (default ``irn.calibrate_to``; PSA passes its own).
     """
+    if calibrate_to == "irn":
+        calibrate_to = cfg["irn"].get("calibrate_to")
     t, how = preset_threshold(cfg["refine"], threshold_json)
     tuning = cfg["dataset"].get("tuning_split")
     if cfg["refine"]["threshold"] == TUNED:
@@ -186,7 +189,7 @@ def training_gamma(cfg: Config, info: DatasetInfo,
         check_tuning_split(info, tuning, guarded_splits(cfg))
         if how != f"tuned on {tuning}":
             raise DatasetError(f"{threshold_json} was {how}, but dataset.tuning_split is {tuning!r}")
-    return calibration_gamma(cfg["irn"].get("calibrate_to"), t), t, how
+    return calibration_gamma(calibrate_to, t), t, how
 
 
 def mask_threshold_choice(cfg: Config) -> str:

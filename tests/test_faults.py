@@ -136,8 +136,9 @@ def _voc_config(config: dict, root: Path) -> dict:
     cfg["device"], cfg["amp"] = "cpu", "fp32"
     cfg["dataset"].update(name="vocfix", source="voc", root=str(root), classes=CLASSES,
                           splits=["train_aug", "train"], test_splits=[], train_split="train_aug",
-                          seed_split="train")
+                          seed_split="train", tuning_split=None)
     cfg["dataset"].pop("expected_counts", None)
+    cfg["refine"]["threshold"] = 0.15
     return cfg
 
 
@@ -178,8 +179,8 @@ def test_configfile_replaces_the_default(tmp_path):
                for line in run.stdout.splitlines() if "wildcards:" in line and "method=" in line}
     assert methods == set(cfg["methods"]) == {"cam", "esol"}
     assert "train_expansion" in planned_rules(run)  # esol's, with clipping only
-    clips = {line.split("clip=")[1].strip() for line in run.stdout.splitlines() if "clip=" in line}
-    assert clips == {"clip"}
+    etags = {line.split("etag=")[1].strip() for line in run.stdout.splitlines() if "etag=" in line}
+    assert etags == {"clip"}
 
 
 # -- pretrained weights ---------------------------------------------------------------
@@ -296,7 +297,7 @@ def test_nan_boundary_map_blames_irn():
     from esol.irn.stage import pseudo_label
 
     class NanIRN(torch.nn.Module):
-        def boundary_map(self, x):
+        def boundary_map(self, x, pad_to=None):
             return torch.full((x.shape[2] // 4, x.shape[3] // 4), float("nan"))
 
     with pytest.raises(TrainingError, match=r"IRN boundary map .*irn\.train\.lr"):

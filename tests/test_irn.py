@@ -313,6 +313,7 @@ def test_make_pseudo_masks_pads_to_irn_train_crop(monkeypatch, tiny_voc, tmp_pat
 
     monkeypatch.setattr(stage, "pseudo_label", spy)
     config["irn"]["calibrate_to"] = None
+    config["refine"]["threshold"] = 0.15  # fixed: no tuned threshold file in this test
     config["irn"]["train"]["crop"] = 48
     config["device"] = "cpu"
     stage.make_pseudo_masks(config, tmp_path / "d.json", tmp_path / "irn.pt", tmp_path / "c.h5",

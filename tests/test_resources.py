@@ -87,7 +87,9 @@ def test_defaults_grow_with_a_full_scale_config(tmp_path):
         (root / "ImageSets" / "Segmentation" / f"{split}.txt").write_text(
             "".join(f"img{i}\n" for i in range(n)))
     cfg = copy.deepcopy(load_config())
-    cfg["dataset"].update(name="voc", source="voc", root=str(root))
+    cfg["dataset"].update(name="voc", source="voc", root=str(root),
+                          splits=["train_aug", "train", "val"], tuning_split=None)
+    cfg["refine"]["threshold"] = 0.15
     cfg["model"]["backbone"]["depth"] = 50
     cfg["classifier"].update(epochs=5, batch_size=16, crop=512)
     small = dry_run_jobs(tmp_path / "small", _small("cuda"))

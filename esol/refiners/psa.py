@@ -57,15 +57,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pydensecrf.densecrf as dcrf
 import torch
 import torch.nn.functional as F
 import torchvision.transforms.functional as TF
-from pydensecrf.utils import unary_from_softmax
 from torch import nn
 from tqdm import tqdm
 
-from esol.cam import CamStore
+from esol.cam import CamStore, cam_file_identity
+from esol.crf import crf_probs
 from esol.data import transforms as T
 from esol.data.datasets import EpochSeededDataset
 from esol.data.voc import DatasetInfo, read_image, write_label
@@ -73,7 +72,7 @@ from esol.engine import file_digest, fit, history_csv, load_checkpoint, save_che
 from esol.labeldir import LabelDir, parallel_map
 from esol.models.backbone import ResNetBackbone
 from esol.models.esol_net import ESOLNet
-from esol.refine import calibrate, calibration_gamma
+from esol.refine import calibrate, training_gamma
 from esol.refiners import core
 from esol.utils import (ConfigError, DatasetError, amp_dtype, atomic_path, autocast,
                         seed_everything, select_device, tqdm_kwargs)
@@ -133,15 +132,7 @@ def crf_scores(image: np.ndarray, probs: np.ndarray, crf_cfg: Config) -> np.ndar
     n, h, w = probs.shape
     if n < 2:
         return np.ones((n, h, w), np.float32)
-    if image.shape[:2] != (h, w):
-        raise ValueError(f"image {image.shape[:2]} and score maps {(h, w)} differ in size")
-    crf = dcrf.DenseCRF2D(w, h, n)
-    crf.setUnaryEnergy(np.ascontiguousarray(unary_from_softmax(probs.astype(np.float32))))
-    g, b = crf_cfg["gaussian"], crf_cfg["bilateral"]
-    crf.addPairwiseGaussian(sxy=g["sxy"], compat=g["compat"])
-    crf.addPairwiseBilateral(sxy=b["sxy"], srgb=b["srgb"],
-                             rgbim=np.array(image, dtype=np.uint8, order="C"), compat=b["compat"])
-    return np.asarray(crf.inference(int(crf_cfg["iterations"])), np.float32).reshape(n, h, w)
+    return crf_probs(image, probs, crf_cfg)
 
 
 def affinity_scores(image: np.ndarray, cams: np.ndarray, low_alpha: float, high_alpha: float,
@@ -180,9 +171,7 @@ def _quantise(q: np.ndarray) -> np.ndarray:
 class _ScoreDir(LabelDir):
     """A folder of ``<id>.npz`` score maps, built through ``<folder>.partial``."""
 
-    def todo(self, ids: Sequence[str]) -> list[str]:
-        done = {p.stem for p in self.partial.glob("*.npz")}
-        return [i for i in ids if i not in done]
+    suffix = ".npz"
 
 
 _WORKER: dict[str, Any] = {}
@@ -210,7 +199,7 @@ def _scores_one(image_id: str) -> str:
 
 def make_affinity_scores(cfg: Config, dataset_json: str | os.PathLike, cam_path: str | os.PathLike,
                          out_dir: str | os.PathLike, threads: int = 1,
-                         seed_json: str | os.PathLike | None = None) -> int:
+                         threshold_json: str | os.PathLike | None = None) -> int:
     """Rule ``psa_labels``: the low- and high-alpha CRF scores of every training image, one
     ``<id>.npz`` (``la``, ``ha`` uint8 (1 + n, H, W), ``keys``) per image."""
     psa = psa_section(cfg)
@@ -220,13 +209,17 @@ def make_affinity_scores(cfg: Config, dataset_json: str | os.PathLike, cam_path:
                           f"psa.labels.high_alpha ({labels['high_alpha']})")
     info = DatasetInfo.from_json(dataset_json)
     ids = info.ids(cfg["dataset"]["train_split"])
-    gamma = calibration_gamma(psa.get("calibrate_to"), seed_json)
-    log.info("PSA affinity labels: alpha %s / %s on CAMs ** %.3f, %d images, %d processes",
-             labels["low_alpha"], labels["high_alpha"], gamma, len(ids), threads)
-    target = _ScoreDir(out_dir)
-    todo = target.todo(ids)
+    # Only the preset threshold (config, or tuned on a disjoint split) calibrates maps
+    # that train a network: esol.refine.training_gamma, as for IRN.
+    gamma, t, how = training_gamma(cfg, info, threshold_json, psa.get("calibrate_to"))
+    log.info("PSA affinity labels: alpha %s / %s on CAMs ** %.3f (threshold %.2f %s), %d images, "
+             "%d processes", labels["low_alpha"], labels["high_alpha"], gamma, t, how, len(ids),
+             threads)
     params = {"low_alpha": labels["low_alpha"], "high_alpha": labels["high_alpha"],
               "gamma": gamma, "crf": dict(labels["crf"])}
+    target = _ScoreDir(out_dir, {"cams": cam_file_identity(cam_path),
+                                 "dataset": file_digest(dataset_json), "ids": ids, **params})
+    todo = target.todo(ids)
     args = (str(dataset_json), str(cam_path), str(target.partial), params)
     try:
         for _ in parallel_map(_scores_one, todo, threads, "PSA labels", initializer=_init_worker,
@@ -554,7 +547,8 @@ def pseudo_label(net: AffinityNet, image: np.ndarray, cams: np.ndarray, keys: np
 @torch.no_grad()
 def make_psa_masks(cfg: Config, dataset_json: str | os.PathLike, psa_ckpt: str | os.PathLike,
                    cam_path: str | os.PathLike, out_dir: str | os.PathLike,
-                   split: str | None = None, seed_json: str | os.PathLike | None = None) -> int:
+                   split: str | None = None,
+                   threshold_json: str | os.PathLike | None = None) -> int:
     """Rule ``pseudo_masks`` for ``{refiner} = psa``: a palette PNG per image of ``split``
     (default the training split), walking the CAMs calibrated by ``psa.calibrate_to``."""
     psa = psa_section(cfg)
@@ -564,10 +558,12 @@ def make_psa_masks(cfg: Config, dataset_json: str | os.PathLike, psa_ckpt: str |
     info = DatasetInfo.from_json(dataset_json)
     ids = info.ids(split or cfg["dataset"]["train_split"])
     net = AffinityNet.from_checkpoint(load_checkpoint(psa_ckpt)).to(device).eval()
-    gamma = calibration_gamma(psa.get("calibrate_to"), seed_json)
-    log.info("PSA random walk: CAMs ** %.3f, alpha %s, beta %s, %d steps", gamma, walk["alpha"],
-             walk["beta"], 2 ** int(walk["logt"]))
-    target = LabelDir(out_dir)
+    gamma, t, how = training_gamma(cfg, info, threshold_json, psa.get("calibrate_to"))
+    log.info("PSA random walk: CAMs ** %.3f (threshold %.2f %s), alpha %s, beta %s, %d steps",
+             gamma, t, how, walk["alpha"], walk["beta"], 2 ** int(walk["logt"]))
+    target = LabelDir(out_dir, {"psa": file_digest(psa_ckpt), "cams": cam_file_identity(cam_path),
+                                "dataset": file_digest(dataset_json), "ids": ids, "walk": dict(walk),
+                                "gamma": gamma, "amp": str(amp)})
     with CamStore(cam_path) as store:
         for image_id in tqdm(target.todo(ids), desc="PSA masks", unit="img", **tqdm_kwargs()):
             rec = store[image_id]

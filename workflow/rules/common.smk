@@ -15,7 +15,9 @@ def validate_config(cfg, schema_path):
     """The schema check, in one line naming the key: an unknown top-level key gets the
     nearest valid one; any other failure, jsonschema's first line and the key's path
     (Snakemake's own message prints the whole schema and config, >1,000 lines)."""
-    schema_path = os.path.join(workflow.basedir, schema_path)
+    # This file's folder, not the main Snakefile's: used as a module, the workflow's
+    # basedir is the deploying one's.
+    schema_path = os.path.join(str(workflow.current_basedir), "..", schema_path)
     with open(schema_path) as f:
         schema = yaml.safe_load(f)
     known = list(schema["properties"])

@@ -22,6 +22,7 @@
 # time is killed, one that asks for a little more only waits a little longer.
 
 import json
+import inspect
 import math
 from types import SimpleNamespace
 
@@ -75,10 +76,17 @@ ATTEMPT_GROWTH = 1.5
 
 
 def attempt_scaled(value):
-    """A resource (a number, or a helper taking wildcards) grown per Snakemake attempt."""
+    """A resource grown per Snakemake attempt: a number, or a helper taking wildcards
+    (and ``input``, for sizes read from prepare_data's dataset.json at job start)."""
+    takes_input = callable(value) and "input" in inspect.signature(value).parameters
 
-    def resource(wildcards, attempt):
-        base = value(wildcards) if callable(value) else value
+    def resource(wildcards, input, attempt):
+        if not callable(value):
+            base = value
+        elif takes_input:
+            base = value(wildcards, input)
+        else:
+            base = value(wildcards)
         return int(math.ceil(base * ATTEMPT_GROWTH ** (attempt - 1)))
 
     return resource
