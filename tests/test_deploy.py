@@ -30,7 +30,7 @@ def test_snakedeploy_module_runs_in_a_clean_folder(tmp_path):
     snakefile.write_text(text.replace('"workflow/Snakefile"', f'"{src}/workflow/Snakefile"'))
     cfg = yaml.safe_load((dest / "config" / "config.yaml").read_text())
     assert cfg == yaml.safe_load((REPO / "config" / "config.yaml").read_text())
-    cfg["dataset"]["synthetic"]["counts"] = {"train_aug": 6, "train": 3, "val": 2, "test": 0}
+    cfg["dataset"]["synthetic"]["counts"].update(train_aug=6, train=3, val=2, tune=2)
     (dest / "config" / "config.yaml").write_text(yaml.safe_dump(cfg))
     run = subprocess.run([BIN / "snakemake", "--cores", "1", "results/synthetic/data/dataset.json"],
                          cwd=dest, capture_output=True, text=True)
