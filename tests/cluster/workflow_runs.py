@@ -40,7 +40,8 @@ def cluster_config() -> dict:
     cfg["device"] = "cpu"
     cfg["dataset"]["name"] = NAME
     cfg["dataset"]["synthetic"].update(
-        num_classes=2, image_size=[64, 72], counts={"train_aug": 16, "train": 8, "val": 4, "test": 0},
+        num_classes=2, image_size=[64, 72],
+        counts={"train_aug": 16, "train": 8, "val": 4, "test": 0, "tune": 4},
         body_signal=0.5, clutter=[1, 2])
     cfg["classifier"].update(epochs=1, batch_size=8, resize_long=[56, 72], crop=64)
     for stage in ("expansion", "shrinkage"):
