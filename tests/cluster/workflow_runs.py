@@ -41,12 +41,19 @@ def cluster_config() -> dict:
     cfg["dataset"]["name"] = NAME
     cfg["dataset"]["synthetic"].update(
         num_classes=2, image_size=[64, 72],
-        counts={"train_aug": 16, "train": 8, "val": 4, "test": 0, "tune": 4},
+        counts={"train_aug": 16, "train": 8, "val": 4, "test": 0, "tune": 0},
         body_signal=0.5, clutter=[1, 2])
     cfg["classifier"].update(epochs=1, batch_size=8, resize_long=[56, 72], crop=64)
     for stage in ("expansion", "shrinkage"):
         cfg[stage].update(epochs=1, batch_size=8, lr=0.001)
     cfg["methods"] = {m: cfg["methods"][m] for m in ("cam", "esol")}
+    # One classifier epoch learns next to nothing, on purpose (these tests are about the
+    # cluster, not the model): the learning checks (tests/test_learning.py) stay off.
+    cfg.setdefault("checks", {})["enabled"] = False
+    # A fixed preset threshold: no tuning split, so the planned jobs are the cluster tests'.
+    cfg["dataset"]["splits"] = [s for s in cfg["dataset"]["splits"] if s != "tune"]
+    cfg["dataset"]["tuning_split"] = None
+    cfg["refine"]["threshold"] = 0.15
     cfg["cam"] = {"scales": [1.0], "flip": True}
     cfg["figures"].update(fig5_methods=["cam", "esol"], fig5_images=2, recall_methods=["cam", "esol"])
     # Seeds only (the runs target Table 6): every kind of network rule is already there.
