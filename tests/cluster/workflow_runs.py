@@ -229,6 +229,21 @@ def _digests(files: dict[str, Path]) -> dict[str, str]:
             if name.endswith((".pt", "dataset.json"))}
 
 
+def _same_h5(a: Path, b: Path) -> bool:
+    import h5py
+    import numpy as np
+
+    def contents(path: Path) -> tuple[dict, dict]:
+        data: dict = {}
+        with h5py.File(path, "r") as f:
+            f.visititems(lambda n, o: data.__setitem__(n, o[()]) if isinstance(o, h5py.Dataset) else None)
+            attrs = {k: np.asarray(v).tolist() for k, v in f.attrs.items() if k != "inputs"}
+        return data, attrs
+
+    (da, aa), (db, ab) = contents(a), contents(b)
+    return aa == ab and da.keys() == db.keys() and all(np.array_equal(da[k], db[k]) for k in da)
+
+
 def differences(ref: Run, other: Run, files: list[str] | None = None) -> list[str]:
     """Result files of ``other`` that differ from ``ref``'s (all of ``files`` if given).
 
@@ -244,6 +259,8 @@ def differences(ref: Run, other: Run, files: list[str] | None = None) -> list[st
     * ``data/dataset.json`` records the dataset's absolute root, inside each run's
       working directory. Compared with ``root`` taken out, and ``root`` checked to be
       the run's own results/<name>/synthetic.
+    * ``*.h5`` CAM files: their ``inputs`` attribute (the resume fingerprint) holds that
+      root too. Compared dataset by dataset and attribute by attribute, ``inputs`` aside.
     """
     import torch
 
@@ -264,6 +281,8 @@ def differences(ref: Run, other: Run, files: list[str] | None = None) -> list[st
             roots = ja.pop("root"), jb.pop("root")
             same = ja == jb and all(Path(r) == run.results / NAME / "synthetic"
                                     for r, run in zip(roots, (ref, other)))
+        elif name.endswith(".h5"):
+            same = _same_h5(a, b)
         else:
             same = a.read_bytes() == b.read_bytes()
         if not same:
