@@ -6,7 +6,7 @@ resized to a common size and summed, then each class map of the classes in the i
 label is divided by its spatial max (+1e-5). Two resolutions are kept: ``cam`` at
 stride 4 (what IRN's relation labels use) and ``high_res`` at image size.
 
-Store contract (design/pipeline.md): one HDF5 file per (method, split), one group per
+Store contract (docs/pipeline.md, make_cam): one HDF5 file per (method, split), one group per
 image id with ``keys`` (int16 mask values of the classes, 1..K), ``cam`` (float16,
 (n, ceil(H/4), ceil(W/4))) and ``high_res`` (float16, (n, H, W)); file attributes name
 the scales, flip and source checkpoint. Files are written under a temporary name and

@@ -62,7 +62,7 @@ def ground_truth_provenance(info: DatasetInfo, split: str, prediction_255: str) 
 def evaluate_seeds(cam_path: str | os.PathLike, info: DatasetInfo, split: str,
                    thresholds: Sequence[float], preset: float | None = None,
                    ) -> tuple[dict[str, Any], list[metrics.SweepRow]]:
-    """Sweep the background threshold over a split's CAMs (design/method.md section 3).
+    """Sweep the background threshold over a split's CAMs (docs/method.md, "Inference and evaluation").
 
     Returns the summary at the best threshold (the **oracle** threshold: chosen with
     this split's ground truth; mIoU, per-class IoU, foreground precision and recall) and

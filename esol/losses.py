@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 
 def classification_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Multi-label soft-margin loss, Eq. 1 with its typo corrected (design/method.md s.4).
+    """Multi-label soft-margin loss, Eq. 1 with its typo corrected (docs/method.md, "Losses").
 
     ``-1/C sum_c [y_c log sigmoid(z_c) + (1 - y_c) log sigmoid(-z_c)]``, averaged over
     the batch: the sigmoid cross-entropy CAM and IRN train with.
@@ -27,7 +27,7 @@ def area_loss(class_maps: torch.Tensor, labels: torch.Tensor, present_only: bool
 
     The paper averages over all ``C`` classes; by default (``present_only``) this
     averages over the classes in each image's label, since an absent class has no
-    object to shrink (design/method.md section 2). The result is averaged over the
+    object to shrink (docs/method.md, "Losses"). The result is averaged over the
     batch; images without a present class contribute nothing.
     """
     s = localization_maps(class_maps, eps).mean(dim=(2, 3))  # (B, K): S_c per image

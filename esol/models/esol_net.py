@@ -1,4 +1,4 @@
-"""ESOLNet: the one network every ESOL stage shares (design/method.md section 1).
+"""ESOLNet: the one network every ESOL stage shares (docs/method.md, "Network").
 
 Forward by stage::
 
