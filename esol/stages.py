@@ -1,4 +1,4 @@
-"""The training stages of ESOL (design/method.md section 2), each a function of the config.
+"""The training stages of ESOL (docs/method.md, "What each stage trains"), each a function of the config.
 
 Every stage reads the prepared dataset, trains with :func:`esol.engine.fit` (resumable)
 and writes one checkpoint holding the weights, the architecture, the config section

