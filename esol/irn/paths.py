@@ -28,16 +28,7 @@ import numpy as np
 import torch
 
 from esol.data.voc import IGNORE
-
-
-def forward_offsets(radius: int) -> np.ndarray:
-    """Offsets ``(dy, dx)`` of the forward half-disc of ``radius``, shape (D, 2)."""
-    r = int(radius)
-    if r < 2:
-        raise ValueError(f"the pair radius must be at least 2 (a neighbour at distance 1), got {radius}")
-    offsets = [(0, dx) for dx in range(1, r)]
-    offsets += [(dy, dx) for dy in range(1, r) for dx in range(-r + 1, r) if dy * dy + dx * dx < r * r]
-    return np.asarray(offsets, dtype=np.int64)
+from esol.refiners.core import forward_offsets  # noqa: F401  (IRN's pairs are the core's)
 
 
 def line_pixels(dy: int, dx: int) -> np.ndarray:
