@@ -169,6 +169,46 @@ def table1_section(table1: Mapping[str, str | os.PathLike], report_dir: str | os
                       f"![Seeds, CRF and pseudo masks per method]({rel['grid_png']})\n"])
 
 
+# -- Table 5 and Figure 6, when the run has them ----------------------------------------
+
+def table5_section(table5_md: str | os.PathLike | None) -> str:
+    """The paper's Table 5 as rule ``table5`` wrote it; empty without AdvCAM in the run
+    (the table compares ESOL's pseudo-label cost with AdvCAM's)."""
+    if not table5_md:
+        return ""
+    return "\n".join(["## Table 5: pseudo-label generation time\n",
+                      Path(table5_md).read_text().strip(), "",
+                      "As CSV: [table5.csv](table5.csv).\n"])
+
+
+def sweeps_section(sweeps: Mapping[str, Mapping[str, str | os.PathLike]],
+                   report_dir: str | os.PathLike) -> str:
+    """Figure 6: one panel per sweep (``{name: {png, csv}}`` as rule ``sweep_figure``
+    wrote them), copied beside the report as ``fig6_<name>.png``, with its points as a
+    table. Empty without sweeps in the config."""
+    from esol.sweeps import read_sweep_table
+    from esol.tables import markdown
+
+    if not sweeps:
+        return ""
+    parts = ["## Figure 6: sensitivity sweeps\n",
+             "Each panel: the swept method's best seed mIoU (oracle threshold on the seed "
+             "split's own masks) and its foreground precision and recall at t0, the "
+             "baseline's best threshold, against the swept value.\n"]
+    for name, files in sweeps.items():
+        png = Path(report_dir) / f"fig6_{name}.png"
+        _copy(files["png"], png)
+        rows = read_sweep_table(files["csv"])
+        parts += [f"### Sweep `{name}`\n", f"![Figure 6, sweep {name}]({png.name})\n",
+                  markdown(["value", "method", "seed mIoU (%)", "best t", "t0", "precision @ t0",
+                            "recall @ t0"],
+                           [[f"{r['value']:g}" if isinstance(r["value"], float) else r["value"],
+                             f"`{r['method']}`", f"{100 * r['miou']:.1f}", f"{r['threshold']:.2f}",
+                             f"{r['t0']:.2f}", f"{r['precision_at_t0']:.3f}",
+                             f"{r['recall_at_t0']:.3f}"] for r in rows]), ""]
+    return "\n".join(parts)
+
+
 # -- where every number's ground truth and threshold come from -------------------------
 
 def provenance_rows(config: Mapping[str, Any], info: DatasetInfo,
@@ -351,6 +391,7 @@ def times_section(rows: Sequence[BenchmarkRow]) -> str:
 # output key -> (heading the section starts with, whether its images are embedded)
 PAGES = {"table3_html": ("## Table 3", False), "table1_html": ("## Table 1", True),
          "table6_html": ("## Table 6", False), "times_html": ("## Time per rule", False),
+         "table5_html": ("## Table 5", False), "fig6_html": ("## Figure 6", True),
          "full_html": ("", True)}
 
 
@@ -375,7 +416,9 @@ def build_report(*, config: Mapping[str, Any], dataset_json: str | os.PathLike,
                  fig5_png: str | os.PathLike, benchmarks: str | os.PathLike,
                  out: Mapping[str, str | os.PathLike],
                  table1: Mapping[str, str | os.PathLike] | None = None,
-                 histories: Sequence[str | os.PathLike] = (), rule_order: Sequence[str] = ()) -> str:
+                 histories: Sequence[str | os.PathLike] = (), rule_order: Sequence[str] = (),
+                 table5_md: str | os.PathLike | None = None,
+                 sweeps_figures: Mapping[str, Mapping[str, str | os.PathLike]] | None = None) -> str:
     """Write the report and every file it links to; returns the markdown.
 
     ``segmentation`` and ``predictions`` follow ``sources``; ``seed_metrics`` and
@@ -384,7 +427,9 @@ def build_report(*, config: Mapping[str, Any], dataset_json: str | os.PathLike,
     ``md``, ``table3``, ``table6``, ``times``, ``fig4``, ``thresholds``, ``recall``,
     ``fig5``, ``times_png``, and with ``histories`` (training history CSVs) ``training``,
     a folder that gets one curve figure per stage. ``rule_order`` (the workflow's rules,
-    upstream first) orders the time table and figure.
+    upstream first) orders the time table and figure. ``table5_md`` (rule ``table5``'s
+    table, in the report folder) and ``sweeps_figures`` (``{sweep: {png, csv}}``) add
+    Table 5 and Figure 6 when the run has them.
     """
     from esol.viz import pipeline_order, threshold_figure, times_figure
 
@@ -424,7 +469,9 @@ def build_report(*, config: Mapping[str, Any], dataset_json: str | os.PathLike,
         "![Segmentation predictions](fig4_segmentation.png)\n",
     ]
     parts.append(table1_section(table1 or {}, Path(out["md"]).parent))
-    parts += [seeds_section(Path(table6_md).read_text(), seed_split), training_section(stages),
+    parts += [seeds_section(Path(table6_md).read_text(), seed_split),
+              sweeps_section(sweeps_figures or {}, Path(out["md"]).parent),
+              table5_section(table5_md), training_section(stages),
               provenance_section(provenance_rows(config, info, seeds)), times_section(bench),
               "## Files\n",
               "Tables as CSV beside this file: `table3.csv`, `table6.csv`, `times.csv`. Under "

@@ -220,3 +220,48 @@ def test_advcam_method_gets_make_advcam_from_the_classifier(tmp_path):
     cfg["methods"]["advcam"] = {**adv, "clipping": True}
     counts, _, err = dry_run(tmp_path / "bad", cfg)
     assert not counts and "methods.advcam: advcam runs on the classifier alone" in err
+
+
+# -- the report shows Table 5 and Figure 6 when the run has them ------------------------
+
+
+def test_report_sections_for_table5_and_figure6(tmp_path):
+    from esol.run_report import sweeps_section, table5_section
+
+    assert table5_section(None) == "" and sweeps_section({}, tmp_path) == ""
+    t5 = tmp_path / "table5.md"
+    t5.write_text("| Method | total |\n|---|---|\n| `esol` | 10 s |\n\nESOL : AdvCAM measured here: 0.50\n")
+    text = table5_section(t5)
+    assert text.startswith("## Table 5") and "| `esol` | 10 s |" in text and "0.50" in text
+    csv = tmp_path / "mu.csv"
+    csv.write_text("value,method,miou,threshold,precision,recall,t0,precision_at_t0,recall_at_t0\n"
+                   "0.1,esol_mu0.1,0.40,0.30,0.70,0.50,0.30,0.70,0.52\n"
+                   "0.5,esol,0.45,0.35,0.65,0.60,0.30,0.62,0.66\n")
+    png = tmp_path / "mu.png"
+    png.write_bytes(b"\x89PNG fake")
+    report_dir = tmp_path / "report"
+    report_dir.mkdir()
+    text = sweeps_section({"mu": {"png": png, "csv": csv}}, report_dir)
+    assert "![Figure 6, sweep mu](fig6_mu.png)" in text
+    assert (report_dir / "fig6_mu.png").read_bytes() == png.read_bytes()
+    # One table row per swept value: mIoU in %, precision and recall at the baseline's t0.
+    assert "| 0.1 | `esol_mu0.1` | 40.0 | 0.30 | 0.30 | 0.700 | 0.520 |" in text
+    assert "| 0.5 | `esol` | 45.0 | 0.35 | 0.30 | 0.620 | 0.660 |" in text
+
+
+@pytest.mark.slow
+def test_report_reads_table5_and_the_sweep_panels_when_configured(tmp_path):
+    adv = {**CAM, "advcam": True}
+    cfg = _config({"cam": CAM, "esol": ESOL, "advcam": adv},
+                  {"mu": {"base": "esol", "key": "shrinkage.mu", "values": [0.1, 0.5], "log": True}})
+    cfg["advcam"] = {"adv_iter": 2, "ad_coeff": 7, "ad_stepsize": 0.08, "score_th": 0.5}
+    counts, outputs, err = dry_run(tmp_path, cfg, "results/synthetic/report/report.md")
+    assert counts, err[-3000:]
+    assert counts["table5"] == 1 and counts["sweep_figure"] == 1 and counts["report"] == 1
+    assert {"results/synthetic/report/table5.html", "results/synthetic/report/fig6.html"} <= set(outputs)
+    # Without AdvCAM or sweeps the report neither waits for nor promises them.
+    counts, outputs, err = dry_run(tmp_path / "plain", _config({"cam": CAM, "esol": ESOL}),
+                                   "results/synthetic/report/report.md")
+    assert counts, err[-3000:]
+    assert "table5" not in counts and "sweep_figure" not in counts
+    assert not any(p.endswith(("table5.html", "fig6.html")) for p in outputs)

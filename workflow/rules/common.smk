@@ -571,6 +571,35 @@ def report_table1_inputs(wildcards=None):
     return table1_outputs() if REFINE_METHODS else {}
 
 
+def report_extra_inputs(wildcards=None):
+    """Table 5 (when a method uses AdvCAM) and Figure 6's panels (per config sweep)."""
+    out = {}
+    if ADVCAM_METHODS:
+        out["table5_md"] = table5_outputs()["table_md"]
+    for s in SWEEPS:
+        out[f"sweep_png_{s}"] = sweep_outputs(s)["png"]
+        out[f"sweep_csv_{s}"] = sweep_outputs(s)["csv"]
+    return out
+
+
+def report_extra_outputs():
+    """HTML pages of Table 5 and Figure 6 for Snakemake's report, when the run has them."""
+    out = {}
+    if ADVCAM_METHODS:
+        out["table5_html"] = report(
+            report_path("table5.html"),
+            caption="../report/table5.rst",
+            category="4. Seeds",
+        )
+    if SWEEPS:
+        out["fig6_html"] = report(
+            report_path("fig6.html"),
+            caption="../report/fig6.rst",
+            category="4. Seeds",
+        )
+    return out
+
+
 def segmentation_label_dir(wildcards):
     """Where a label source's training masks are read: None = the dataset's own masks."""
     return None if wildcards.source == "gt" else pseudo_mask_dir(wildcards.source)

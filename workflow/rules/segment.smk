@@ -111,6 +111,7 @@ rule segmentation_submission:
 rule report:
     input:
         unpack(report_table1_inputs),
+        unpack(report_extra_inputs),
         dataset=prepared("dataset.json"),
         segmentation=expand(segmentation_json("{source}"), source=SEG_SOURCES),
         predictions=expand(
@@ -125,6 +126,7 @@ rule report:
         fig5_png=f"{RESULTS}/seeds/fig5_grid.png",
         histories=training_histories(),
     output:
+        **report_extra_outputs(),
         md=report_path("report.md"),
         # Snakemake's report shows .html and images in the page, but .csv and .md only
         # as downloads: every table is registered as a self-contained HTML page.
@@ -204,5 +206,6 @@ rule report:
         benchmarks=f"{RESULTS}/benchmarks",
         report=config["report"],
         rule_order=PIPELINE_RULES,
+        sweeps=list(SWEEPS),
     script:
         "../scripts/report.py"

@@ -12,5 +12,8 @@ with rule_logging(snakemake.log[0], snakemake.threads):  # noqa: F821
                  recall_png=i.recall_png, fig5_png=i.fig5_png,
                  table1={k: i.get(k) for k in ("table_md", "table_csv", "grid_png") if i.get(k)},
                  histories=i.histories, rule_order=snakemake.params.rule_order,  # noqa: F821
+                 table5_md=i.get("table5_md"),
+                 sweeps_figures={s: {"png": i[f"sweep_png_{s}"], "csv": i[f"sweep_csv_{s}"]}
+                                 for s in snakemake.params.sweeps},  # noqa: F821
                  benchmarks=snakemake.params.benchmarks,  # noqa: F821
                  out=dict(snakemake.output.items()))  # noqa: F821
