@@ -25,7 +25,7 @@ from tqdm import tqdm
 from esol import distributed
 from esol.integrity import advice, check_finite_weights
 from esol.progress import StageProgress, stage_name
-from esol.utils import (ConfigError, TrainingError, atomic_path, autocast, tqdm_kwargs,
+from esol.utils import (ConfigError, TrainingError, autocast, tqdm_kwargs,
                         write_bytes_atomic)
 
 log = logging.getLogger(__name__)
@@ -248,15 +248,6 @@ def history_csv(path: str | os.PathLike, history: list[dict[str, float]]) -> Non
     """The per-epoch records as CSV (for curves in the report); rank 0 only."""
     if not distributed.is_main():
         return
-    keys = list(dict.fromkeys(k for r in history for k in r))
-    with atomic_path(path, suffix=".csv") as tmp:
-        lines = [",".join(keys)] + [",".join(_fmt(r.get(k)) for k in keys) for r in history]
-        tmp.write_text("\n".join(lines) + "\n")
+    from esol.tables import write_csv
 
-
-def _fmt(v: Any) -> str:
-    if v is None:
-        return ""
-    if isinstance(v, float):
-        return "nan" if math.isnan(v) else f"{v:.6g}"
-    return str(v)
+    write_csv(path, history)

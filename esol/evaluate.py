@@ -109,11 +109,9 @@ def write_json(path: str | os.PathLike, data: Mapping[str, Any]) -> None:
 
 
 def write_sweep_csv(path: str | os.PathLike, rows: Sequence[metrics.SweepRow]) -> None:
-    fields = list(asdict(rows[0]))
-    with atomic_path(path, suffix=".csv") as tmp:
-        lines = [",".join(fields)]
-        lines += [",".join(f"{getattr(r, f):.6g}" for f in fields) for r in rows]
-        tmp.write_text("\n".join(lines) + "\n")
+    from esol.tables import write_csv
+
+    write_csv(path, [asdict(r) for r in rows])
 
 
 def read_sweep_csv(path: str | os.PathLike) -> dict[str, np.ndarray]:

@@ -14,6 +14,7 @@ import numpy as np
 from esol.cam import CamStore
 from esol.data.voc import DatasetInfo, read_image, read_label
 from esol.evaluate import read_sweep_csv
+from esol.tables import markdown, write_csv
 from esol.utils import atomic_path
 
 log = logging.getLogger(__name__)
@@ -102,8 +103,8 @@ def table_markdown(rows: Sequence[dict[str, Any]], split: str, images: int) -> s
              "ground truth (the paper's convention; chosen with ground truth)."
              + (f" **preset t**: fixed before evaluation, {rows[0]['preset_threshold_choice']}."
                 if has_preset else "")
-             + (" t0 is the baseline's oracle threshold." if has_t0 else ""), "",
-             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+             + (" t0 is the baseline's oracle threshold." if has_t0 else ""), ""]
+    cells_rows = []
     for r in rows:
         cells = [f"`{r['method']}`", *("✓" if r[label] else "" for _, label in SWITCHES),
                  f"{100 * r['miou']:.1f}",
@@ -113,31 +114,12 @@ def table_markdown(rows: Sequence[dict[str, Any]], split: str, images: int) -> s
             cells += [f"{100 * r['miou_preset']:.1f}", f"{r['preset_threshold']:.2f}"]
         if has_t0:
             cells += [f"{r['precision_at_t0']:.3f}", f"{r['recall_at_t0']:.3f}"]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+        cells_rows.append(cells)
+    return "\n".join(lines) + "\n" + markdown(head, cells_rows)
 
 
 def _paper_cell(value: float | None) -> str:
     return "" if value is None else f"{value:.1f}"
-
-
-def write_csv(path: str | os.PathLike, rows: Sequence[dict[str, Any]]) -> None:
-    keys = list(rows[0])
-    with atomic_path(path, suffix=".csv") as tmp:
-        out = [",".join(keys)]
-        out += [",".join(_cell(r[k]) for k in keys) for r in rows]
-        tmp.write_text("\n".join(out) + "\n")
-
-
-def _cell(v: Any) -> str:
-    if v is None:
-        return ""
-    if isinstance(v, bool):
-        return str(int(v))
-    if isinstance(v, float):
-        return f"{v:.6g}"
-    text = str(v)
-    return f'"{text}"' if "," in text else text
 
 
 def fig5_grid(path: str | os.PathLike, info: DatasetInfo, split: str,

@@ -33,6 +33,7 @@ import numpy as np
 
 from esol.data.voc import DatasetInfo, read_image, read_label
 from esol.evaluate import GROUND_TRUTH_255, PREDICTION_255, ground_truth_source, read_sweep_csv
+from esol.tables import markdown, write_csv
 from esol.utils import atomic_path
 
 log = logging.getLogger(__name__)
@@ -44,24 +45,13 @@ def _pct(v: float | None) -> str:
     return "–" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{100 * v:.1f}"
 
 
-def _md_table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(lines) + "\n"
-
-
 def _write_text(path: str | os.PathLike, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
 
 
 def _write_csv(path: str | os.PathLike, rows: Sequence[Mapping[str, Any]]) -> None:
-    keys = list(dict.fromkeys(k for r in rows for k in r)) or ["empty"]
-    with atomic_path(path, suffix=".csv") as tmp, open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=keys)
-        writer.writeheader()
-        for r in rows:
-            writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
+    write_csv(path, rows, None if rows else ["empty"])
 
 
 def _copy(src: str | os.PathLike, dst: str | os.PathLike) -> None:
@@ -109,7 +99,7 @@ def table3_section(evaluations: Sequence[Mapping[str, Any]], model: Mapping[str,
                "pseudo-mask rows were trained on labels that read no mask of the training split "
                "(see \"Where each number's ground truth and threshold come from\")"
                if rows[0]["ground_truth"] else "") + ".\n",
-            _md_table(["Training labels", "mIoU", "mIoU + CRF", "pixel acc.", "pixel acc. + CRF"],
+            markdown(["Training labels", "mIoU", "mIoU + CRF", "pixel acc.", "pixel acc. + CRF"],
                       [[source_label(r["source"]), _pct(r["miou"]), _pct(r["miou_crf"]),
                         _pct(r["pixel_accuracy"]), _pct(r["pixel_accuracy_crf"])] for r in rows])]
     gt = next((r for r in rows if r["source"] == GT), None)
@@ -120,7 +110,7 @@ def table3_section(evaluations: Sequence[Mapping[str, Any]], model: Mapping[str,
     classes = list(evaluations[0]["crf"]["per_class_iou"])
     ordered = sorted(evaluations, key=lambda e: e["source"] != GT)
     text += ["\nPer-class IoU (%) with CRF:\n",
-             _md_table(["Training labels", *classes],
+             markdown(["Training labels", *classes],
                        [[source_label(e["source"]), *(_pct(e["crf"]["per_class_iou"][c]) for c in classes)]
                         for e in ordered])]
     return "\n".join(text)
@@ -275,7 +265,7 @@ def provenance_section(rows: Sequence[Mapping[str, str]]) -> str:
         "never used to make training labels. The **preset** threshold is fixed before any "
         "evaluation and is the only one that reaches IRN and DeepLab. A 255 in the ground "
         f"truth is {GROUND_TRUTH_255}.\n",
-        _md_table(["Number", "Ground truth (split, masks)", "Threshold", "255 in the prediction"],
+        markdown(["Number", "Ground truth (split, masks)", "Threshold", "255 in the prediction"],
                   [[r["number"], r["ground_truth"], r["threshold"], r["prediction_255"]]
                    for r in rows])])
 
@@ -373,7 +363,7 @@ def times_section(rows: Sequence[BenchmarkRow]) -> str:
     if not rows:
         return "## Time per rule\n\nNo benchmark files were found.\n"
     total = sum(r.seconds for r in rows)
-    table = _md_table(
+    table = markdown(
         ["Rule", "Job", "Wall time", "s", "CPU s", "Peak RSS (MB)"],
         [[f"`{r.rule}`", r.job or "–", _hms(r.seconds), f"{r.seconds:.1f}",
           "–" if r.cpu_seconds is None else f"{r.cpu_seconds:.1f}",

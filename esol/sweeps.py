@@ -147,11 +147,9 @@ def sweep_rows(pairs: Sequence[tuple[Any, str]], summaries: Mapping[str, Mapping
 
 
 def write_sweep_table(path: str | os.PathLike, rows: Sequence[Mapping[str, Any]]) -> None:
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=SWEEP_COLUMNS)
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: r[k] for k in SWEEP_COLUMNS})
+    from esol.tables import write_csv
+
+    write_csv(path, rows, SWEEP_COLUMNS)
 
 
 def read_sweep_table(path: str | os.PathLike) -> list[dict[str, Any]]:

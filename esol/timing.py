@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from esol.tables import write_csv
 from esol.utils import atomic_path
 
 # The paper's Table 5 (hours, PASCAL VOC 2012, one GPU).
@@ -109,11 +110,7 @@ def write_table5(chains: Mapping[str, Mapping[str, Sequence[str | os.PathLike]]]
     rows = table5_rows(chains, kinds, cam_splits)
     with atomic_path(table_md, suffix=".md") as tmp:
         tmp.write_text(table5_markdown(rows, device))
-    with atomic_path(table_csv, suffix=".csv") as tmp:
-        with tmp.open("w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=list(rows[0]))
-            w.writeheader()
-            w.writerows(rows)
+    write_csv(table_csv, rows)
     return rows
 
 
