@@ -37,11 +37,9 @@ from esol.cam import (
     CamRecord,
     done_ids,
     normalize_cam,
-    strided_size,
-    strided_up_size,
+    sum_over_scales,
     write_cams,
 )
-from esol.data import transforms as T
 from esol.data.voc import DatasetInfo, read_image
 from esol.models.esol_net import ESOLNet
 from esol.utils import DatasetError
@@ -115,15 +113,9 @@ def multiscale_advcam(net: ESOLNet, image: np.ndarray, classes: Sequence[int],
     """AdvCAM's maps of ``classes`` (0-based) summed over scales, as
     :func:`esol.cam.multiscale_cam` returns CAMs: (K, H/4, W/4) and (K, H, W), other
     classes zero."""
-    device = torch.device(device)
-    size = image.shape[:2]
-    s4, up16 = strided_size(size, 4), strided_up_size(size, 16)
-    strided = high = None
     k = net.classifier.weight.shape[0]
-    for scale in scales:
-        x = torch.from_numpy(T.to_chw(T.normalize(T.rescale(image, scale))))[None].to(device)
-        if flip:
-            x = torch.cat([x, x.flip(-1)])
+
+    def maps_of(x: torch.Tensor) -> torch.Tensor:
         cams = None
         for c in classes:
             a = advcam_class_map(net, x, int(c), settings["adv_iter"], settings["ad_coeff"],
@@ -133,13 +125,10 @@ def multiscale_advcam(net: ESOLNet, image: np.ndarray, classes: Sequence[int],
             cams[int(c)] = a
         if cams is None:  # an image without classes: nothing to manipulate
             h, w = x.shape[-2:]
-            cams = torch.zeros((k, (h + 15) // 16, (w + 15) // 16), device=device)
-        cams = cams[None].float()
-        a4 = F.interpolate(cams, s4, mode="bilinear", align_corners=False)[0]
-        b = F.interpolate(cams, up16, mode="bilinear", align_corners=False)[0, :, : size[0], : size[1]]
-        strided = a4 if strided is None else strided + a4
-        high = b if high is None else high + b
-    return strided, high
+            cams = torch.zeros((k, (h + 15) // 16, (w + 15) // 16), device=x.device)
+        return cams
+
+    return sum_over_scales(image, scales, flip, device, maps_of)
 
 
 def make_advcams(net: ESOLNet, info: DatasetInfo, split: str, out_path: str | os.PathLike,

@@ -24,7 +24,7 @@ import json
 import logging
 import os
 import shutil
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,6 +58,32 @@ def strided_up_size(size: tuple[int, int], stride: int) -> tuple[int, int]:
     return h * stride, w * stride
 
 
+def sum_over_scales(image: np.ndarray, scales: Sequence[float], flip: bool,
+                    device: torch.device | str,
+                    maps_of: Callable[[torch.Tensor], torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """IRN's multi-scale geometry (``step/make_cam.py``): the image at each scale (and
+    its flip, as a batch of 2) goes through ``maps_of``, which returns (K, h, w) maps at
+    the network's stride; each is resized to the stride-4 size and, padded to a multiple
+    of 16 then cropped, to the image size, and both are summed over scales.
+
+    Returns ``(strided, high_res)``: (K, ceil(H/4), ceil(W/4)) and (K, H, W), float32.
+    """
+    device = torch.device(device)
+    size = image.shape[:2]
+    s4, up16 = strided_size(size, 4), strided_up_size(size, 16)
+    strided = high = None
+    for scale in scales:
+        x = torch.from_numpy(T.to_chw(T.normalize(T.rescale(image, scale))))[None].to(device)
+        if flip:
+            x = torch.cat([x, x.flip(-1)])
+        cam = maps_of(x)[None].float()
+        a = F.interpolate(cam, s4, mode="bilinear", align_corners=False)[0]
+        b = F.interpolate(cam, up16, mode="bilinear", align_corners=False)[0, :, : size[0], : size[1]]
+        strided = a if strided is None else strided + a
+        high = b if high is None else high + b
+    return strided, high
+
+
 @torch.no_grad()
 def multiscale_cam(net: ESOLNet, image: np.ndarray, scales: Sequence[float], flip: bool,
                    device: torch.device | str = "cpu",
@@ -68,22 +94,13 @@ def multiscale_cam(net: ESOLNet, image: np.ndarray, scales: Sequence[float], fli
     (the network may run under autocast to ``amp``; sums and resizing are float32).
     """
     device = torch.device(device)
-    size = image.shape[:2]
-    s4, up16 = strided_size(size, 4), strided_up_size(size, 16)
-    strided = high = None
-    for scale in scales:
-        x = torch.from_numpy(T.to_chw(T.normalize(T.rescale(image, scale))))[None].to(device)
-        if flip:
-            x = torch.cat([x, x.flip(-1)])
+
+    def maps_of(x: torch.Tensor) -> torch.Tensor:
         with autocast(amp, device):
             cam = net.cam(x).float()
-        cam = cam[0] + cam[1].flip(-1) if flip else cam[0]
-        cam = cam[None].float()
-        a = F.interpolate(cam, s4, mode="bilinear", align_corners=False)[0]
-        b = F.interpolate(cam, up16, mode="bilinear", align_corners=False)[0, :, : size[0], : size[1]]
-        strided = a if strided is None else strided + a
-        high = b if high is None else high + b
-    return strided, high
+        return cam[0] + cam[1].flip(-1) if flip else cam[0]
+
+    return sum_over_scales(image, scales, flip, device, maps_of)
 
 
 def normalize_cam(cam: torch.Tensor, keys: np.ndarray) -> torch.Tensor:

@@ -221,24 +221,23 @@ def check_learned(stage: str, figures: Mapping[str, float], margin: float, *,
 def check_at_most(stage: str, figures: Mapping[str, float], name: str, limit: float, *,
                   key: str, causes: str | None = None) -> None:
     """Raise :class:`LearningError` when ``figures[name] > limit`` (or is not finite)."""
-    value = figures[name]
-    if np.isfinite(value) and value <= limit:
-        return
-    raise LearningError(
-        f"{stage}: learned nothing usable: {name} {value:.4g} exceeds {limit} ({key}); "
-        f"figures: {_format(figures)}. "
-        f"Likely causes: {causes or _causes(stage)}.")
+    _check_bound(stage, figures, name, limit, True, key, causes)
 
 
 def check_at_least(stage: str, figures: Mapping[str, float], name: str, limit: float, *,
                    key: str, causes: str | None = None) -> None:
     """Raise :class:`LearningError` when ``figures[name] < limit`` (or is not finite)."""
+    _check_bound(stage, figures, name, limit, False, key, causes)
+
+
+def _check_bound(stage: str, figures: Mapping[str, float], name: str, limit: float,
+                 upper: bool, key: str, causes: str | None) -> None:
     value = figures[name]
-    if np.isfinite(value) and value >= limit:
+    if np.isfinite(value) and (value <= limit if upper else value >= limit):
         return
     raise LearningError(
-        f"{stage}: learned nothing usable: {name} {value:.4g} is below {limit} ({key}); "
-        f"figures: {_format(figures)}. "
+        f"{stage}: learned nothing usable: {name} {value:.4g} "
+        f"{'exceeds' if upper else 'is below'} {limit} ({key}); figures: {_format(figures)}. "
         f"Likely causes: {causes or _causes(stage)}.")
 
 
