@@ -56,7 +56,11 @@ def test_repeats_are_averaged_and_bad_files_named(tmp_path):
 
 def test_no_ratio_across_different_chains(chains, tmp_path):
     chains["esol"]["refinement"] = [_bench(tmp_path, "train_irn/esol.tsv", 5)]
-    rows = table5_rows(chains, {"esol": "ESOL", "advcam": "AdvCAM"}, {"esol": "train_aug", "advcam": "train"})
+    kinds = {"esol": "ESOL", "advcam": "AdvCAM"}
+    # Only esol refined: the ratio leaves refinement out (180.25 / 400.5), and says so.
+    ratio, pair = esol_advcam_ratio(table5_rows(chains, kinds, {"esol": "train", "advcam": "train"}))
+    assert ratio == pytest.approx(180.25 / 400.5) and "before refinement" in pair
+    rows = table5_rows(chains, kinds, {"esol": "train_aug", "advcam": "train"})
     assert esol_advcam_ratio(rows)[0] is None
     assert "ESOL : AdvCAM measured: n/a" in table5_markdown(rows, "CPU")
     write_table5(chains, {"esol": "ESOL"}, {"esol": "train", "advcam": "train"}, "CPU",
