@@ -464,10 +464,11 @@ def refiner_section(name):
     never planned: refiners() requires the section of every refiner it lists)."""
     return config.get(name) or {}
 
+
 # Thresholds (docs/method.md, "What ground truth reaches what"): the oracle one (best seed
 # mIoU against the evaluated split's own masks) is reported only; the preset one
 # (refine.threshold: a number, or "tuned" on dataset.tuning_split by rule
-# tune_threshold) is the only one that reaches IR labels, IRN and DeepLab.
+# tune_threshold) is the only one that reaches the refiners and DeepLab.
 TUNING_SPLIT = DATASET.get("tuning_split")
 PRESET_TUNED = config["refine"]["threshold"] == "tuned"
 if PRESET_TUNED and not TUNING_SPLIT:
