@@ -1,8 +1,9 @@
 """Refinement rules around the seeds: seed CRF, IR labels, label-map evaluation, Table 1.
 
 The paper's Table 1 reports, per seed method, the seed's mIoU ("Seed"), the seed after
-a dense CRF ("CRF") and one pseudo mask per refiner ("Mask (IRN)", "Mask (PSA)"), all on the seed split (VOC
-train). Here every column comes from the same CAM file of the method.
+a dense CRF ("CRF") and the pseudo masks of PSA and IRN ("Mask"), all on the seed split
+(VOC train). Here every column comes from the same CAM file of the method, with one
+"Mask (NAME)" column per refiner of config ``refine.refiners``.
 
 **Two thresholds, kept apart** (docs/method.md, "What ground truth reaches what"):
 
