@@ -43,7 +43,6 @@ def tiny_config() -> dict:
     # Both refiners (Table 1's two Mask columns); PSA as small as IRN.
     cfg["refine"]["refiners"] = ["irn", "psa"]
     cfg["psa"]["train"].update(crop=64, batch_size=8, epochs=1)
-    cfg["psa"]["random_walk"]["logt"] = 4
     # DeepLab on the ground truth (the supervised row) and on esol's pseudo masks.
     cfg["segmentation"].update(supervised=True, methods=["esol"])
     cfg["segmentation"]["train"].update(epochs=2, batch_size=8, crop=64)
