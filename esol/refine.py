@@ -201,8 +201,9 @@ def training_gamma(cfg: Config, info: DatasetInfo, threshold_json: str | os.Path
     ``calibrate_to``: the refiner's reference threshold (default ``irn.calibrate_to``)."""
     if calibrate_to == "irn":
         calibrate_to = cfg["irn"].get("calibrate_to")
+    tuned = cfg["refine"]["threshold"] == TUNED
     return preset_gamma(cfg["refine"]["threshold"], cfg["dataset"].get("tuning_split"),
-                        guarded_splits(cfg), info, threshold_json, calibrate_to)
+                        guarded_splits(cfg) if tuned else {}, info, threshold_json, calibrate_to)
 
 
 def mask_threshold_choice(refiner: str, section: Config) -> tuple[float | None, str]:
