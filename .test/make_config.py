@@ -35,6 +35,7 @@ def test_config() -> dict:
     cfg["figures"]["fig5_images"] = 3
     cfg["refine"]["grid_images"] = 2
     cfg["irn"]["train"].update(crop=64, batch_size=8, epochs=1)
+    cfg["psa"]["train"].update(crop=64, batch_size=8, epochs=1)
     cfg["segmentation"]["train"].update(epochs=2, batch_size=8, crop=64)
     cfg["segmentation"]["predict"]["scales"] = [0.75, 1.0]
     cfg["report"]["fig4_images"] = 3

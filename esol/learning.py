@@ -46,6 +46,8 @@ CAUSES: dict[str, str] = {
                   "small for shrinkage.epochs"),
     "irn": ("the IR labels hold no confident foreground or background (check the seeds and "
             "irn.labels), or irn.train.lr / irn.train.epochs too small"),
+    "psa": ("the affinity labels hold no confident foreground or background pairs (check the "
+            "seeds and psa.labels), or psa.train.lr / psa.train.epochs too small"),
     "deeplab": ("the pseudo masks are (nearly) all one class, or segmentation.train.epochs / "
                 "segmentation.train.lr too small for the network to leave its initial bias"),
 }

@@ -1,8 +1,9 @@
 """Refinement rules around the seeds: seed CRF, IR labels, label-map evaluation, Table 1.
 
 The paper's Table 1 reports, per seed method, the seed's mIoU ("Seed"), the seed after
-a dense CRF ("CRF") and the IRN pseudo mask ("Mask"), all on the seed split (VOC
-train). Here every column comes from the same CAM file of the method.
+a dense CRF ("CRF") and the pseudo masks of PSA and IRN ("Mask"), all on the seed split
+(VOC train). Here every column comes from the same CAM file of the method, with one
+"Mask (NAME)" column per refiner of config ``refine.refiners``.
 
 **Two thresholds, kept apart** (docs/method.md, "What ground truth reaches what"):
 
@@ -171,33 +172,54 @@ def calibration_gamma(reference: float | None, threshold: float) -> float:
     return float(np.log(reference) / np.log(threshold))
 
 
-def training_gamma(cfg: Config, info: DatasetInfo, threshold_json: str | os.PathLike | None,
-                   calibrate_to: float | None | str = "irn") -> tuple[float, float, str]:
-    """(gamma, preset threshold, how it was chosen) for the rules that feed training.
+def preset_gamma(threshold_setting: float | str, tuning_split: str | None,
+                 guarded: Mapping[str, str], info: DatasetInfo,
+                 threshold_json: str | os.PathLike | None,
+                 calibrate_to: float | None) -> tuple[float, float, str]:
+    """(gamma, preset threshold, how it was chosen) from explicit settings: config
+    ``refine.threshold`` (a number or ``tuned``), ``dataset.tuning_split``, the splits it
+    must stay apart from (:func:`guarded_splits`), the method's ``tune_threshold`` JSON and
+    the refiner's reference threshold ``calibrate_to``.
 
-    With ``refine.threshold: tuned`` the tuning split is checked disjoint again (a
-    result tuned under another config must not slip through). ``calibrate_to``: the
-    refiner's reference threshold (default ``irn.calibrate_to``; PSA passes its own).
+    With ``tuned`` the tuning split is checked disjoint again (a result tuned under
+    another config must not slip through).
     """
-    if calibrate_to == "irn":
-        calibrate_to = cfg["irn"].get("calibrate_to")
-    t, how = preset_threshold(cfg["refine"], threshold_json)
-    tuning = cfg["dataset"].get("tuning_split")
-    if cfg["refine"]["threshold"] == TUNED:
-        if not tuning:
+    t, how = preset_threshold({"threshold": threshold_setting}, threshold_json)
+    if threshold_setting == TUNED:
+        if not tuning_split:
             raise ConfigError("refine.threshold is 'tuned' but dataset.tuning_split is null")
-        check_tuning_split(info, tuning, guarded_splits(cfg))
-        if how != f"tuned on {tuning}":
-            raise DatasetError(f"{threshold_json} was {how}, but dataset.tuning_split is {tuning!r}")
+        check_tuning_split(info, tuning_split, guarded)
+        if how != f"tuned on {tuning_split}":
+            raise DatasetError(f"{threshold_json} was {how}, but dataset.tuning_split is "
+                               f"{tuning_split!r}")
     return calibration_gamma(calibrate_to, t), t, how
 
 
-def mask_threshold_choice(cfg: Config) -> str:
-    """How the random walk's background score of the pseudo masks was chosen."""
-    r = cfg["irn"].get("calibrate_to")
+def training_gamma(cfg: Config, info: DatasetInfo, threshold_json: str | os.PathLike | None,
+                   calibrate_to: float | None | str = "irn") -> tuple[float, float, str]:
+    """:func:`preset_gamma` with its settings read from a whole config (IRN's rules).
+    ``calibrate_to``: the refiner's reference threshold (default ``irn.calibrate_to``)."""
+    if calibrate_to == "irn":
+        calibrate_to = cfg["irn"].get("calibrate_to")
+    tuned = cfg["refine"]["threshold"] == TUNED
+    return preset_gamma(cfg["refine"]["threshold"], cfg["dataset"].get("tuning_split"),
+                        guarded_splits(cfg) if tuned else {}, info, threshold_json, calibrate_to)
+
+
+def mask_threshold_choice(refiner: str, section: Config) -> tuple[float | None, str]:
+    """(background score or None, how it was chosen) of a refiner's pseudo masks, from
+    its config section: IRN's fixed ``random_walk.bg_threshold``; PSA's argmax over the
+    background-augmented walk (no threshold: ``random_walk.alpha`` sets the background)."""
+    r = section.get("calibrate_to")
     maps = ("raw CAMs" if r is None else
-            f"CAMs calibrated (irn.calibrate_to {r}) from the preset threshold")
-    return f"fixed in config (irn.random_walk.bg_threshold), on {maps}"
+            f"CAMs calibrated ({refiner}.calibrate_to {r}) from the preset threshold")
+    if refiner == "irn":
+        return (float(section["random_walk"]["bg_threshold"]),
+                f"fixed in config (irn.random_walk.bg_threshold), on {maps}")
+    if refiner == "psa":
+        return (None, f"none: argmax with background (1 - max)^{section['random_walk']['alpha']} "
+                      f"(psa.random_walk.alpha), on {maps}")
+    return None, f"as the {refiner} refiner sets it, on {maps}"
 
 
 def calibrate(cams: np.ndarray, gamma: float) -> np.ndarray:
@@ -353,56 +375,95 @@ def evaluate_label_dir_to_json(label_dir: str | os.PathLike, dataset_json: str |
     return summary
 
 
+def evaluate_mask_dir(mask_dir: str | os.PathLike, dataset_json: str | os.PathLike, split: str,
+                      method: str, out_json: str | os.PathLike, refiner: str,
+                      section: Config) -> dict[str, Any]:
+    """Rule ``eval_mask``: a refiner's pseudo masks against ``split``'s ground truth, with
+    how the refiner set their background (:func:`mask_threshold_choice`)."""
+    threshold, choice = mask_threshold_choice(refiner, section)
+    return evaluate_label_dir_to_json(mask_dir, dataset_json, split, method, "mask", out_json,
+                                      extra={"refiner": refiner, "threshold": threshold,
+                                             "threshold_choice": choice})
+
+
 # -- Table 1 ----------------------------------------------------------------------------
+
+def refiner_title(refiner: str) -> str:
+    """A refiner's name in tables: ``IRN``, ``PSA``."""
+    return refiner.upper()
+
 
 def table1_rows(methods: Sequence[str], seeds: Sequence[str | os.PathLike],
                 crfs: Sequence[str | os.PathLike], crfs_preset: Sequence[str | os.PathLike],
-                masks: Sequence[str | os.PathLike]) -> list[dict]:
+                masks: Mapping[str, Sequence[str | os.PathLike]]) -> list[dict]:
     """One row per method: Seed and CRF mIoU at the oracle and at the preset threshold,
-    Mask mIoU, the thresholds and how each was chosen, and the ground truth used."""
+    one Mask mIoU per refiner (``masks``: refiner -> its ``eval_mask`` JSON per method,
+    in config ``refine.refiners`` order), the thresholds and how each was chosen, and
+    the ground truth used."""
+    if not masks:
+        raise ConfigError("Table 1 needs at least one refiner (config refine.refiners)")
     rows = []
-    for m, s, c, cp, k in zip(methods, seeds, crfs, crfs_preset, masks, strict=True):
-        seed, crf, crf_p, mask = (json.loads(Path(p).read_text()) for p in (s, c, cp, k))
+    for i, (m, s, c, cp) in enumerate(zip(methods, seeds, crfs, crfs_preset, strict=True)):
+        seed, crf, crf_p = (_read_json(p, "Table 1's figures") for p in (s, c, cp))
         if "preset" not in seed:
             raise DatasetError(f"{s} has no figures at the preset threshold (rerun eval_seed)")
-        rows.append({"method": m,
-                     "seed_miou_oracle": seed["miou"], "seed_miou_preset": seed["preset"]["miou"],
-                     "crf_miou_oracle": crf["miou"], "crf_miou_preset": crf_p["miou"],
-                     "mask_miou": mask["miou"],
+        row = {"method": m,
+               "seed_miou_oracle": seed["miou"], "seed_miou_preset": seed["preset"]["miou"],
+               "crf_miou_oracle": crf["miou"], "crf_miou_preset": crf_p["miou"]}
+        mask_cols: dict[str, Any] = {}
+        for refiner, files in masks.items():
+            if len(files) != len(methods):
+                raise ValueError(f"{len(files)} {refiner} mask results for {len(methods)} methods")
+            mask = _read_json(files[i], f"the {refiner} mask figures")
+            row[f"mask_miou_{refiner}"] = mask["miou"]
+            mask_cols[f"mask_bg_threshold_{refiner}"] = mask["threshold"]
+            mask_cols[f"mask_threshold_choice_{refiner}"] = mask["threshold_choice"]
+            mask_cols[f"mask_prediction_255_{refiner}"] = mask["ground_truth"]["prediction_255"]
+        rows.append({**row,
                      "oracle_threshold": seed["threshold"],
                      "preset_threshold": seed["preset"]["threshold"],
                      "preset_threshold_choice": seed["preset"]["threshold_choice"],
-                     "mask_bg_threshold": mask["threshold"],
-                     "mask_threshold_choice": mask["threshold_choice"],
+                     **mask_cols,
                      "split": seed["split"], "images": seed["images"],
                      "ground_truth": seed["ground_truth"]["masks"],
-                     "ground_truth_255": seed["ground_truth"]["ground_truth_255"],
-                     "mask_prediction_255": mask["ground_truth"]["prediction_255"]})
+                     "ground_truth_255": seed["ground_truth"]["ground_truth_255"]})
     return rows
+
+
+def _refiners_of(row: Mapping[str, Any]) -> list[str]:
+    return [k[len("mask_miou_"):] for k in row if k.startswith("mask_miou_")]
 
 
 def table1_markdown(rows: Sequence[dict]) -> str:
     r0 = rows[0]
+    refiners = _refiners_of(r0)
+    names = " and ".join(f"the {refiner_title(r)} pseudo mask" for r in refiners)
     lines = [f"Pseudo-mask quality on `{r0['split']}` ({r0['images']} images; ground truth "
              f"`{r0['ground_truth']}`, 255 pixels ignored), the paper's Table 1: mIoU (%) of the "
-             "seed, the same seed after a dense CRF, and the IRN pseudo mask (random walk).", "",
+             f"seed, the same seed after a dense CRF, and {names} (random walk).", "",
              "* **oracle t**: the threshold with the best seed mIoU against this split's own ground "
              "truth (the paper's convention; chosen with ground truth, evaluation only).",
              "* **preset t**: fixed before evaluation, "
              f"{r0['preset_threshold_choice']}; the only threshold that reaches training "
-             "(it calibrates the maps of the IR labels and of the random walk).",
-             f"* **Mask**: IRN pseudo masks, background score {r0['mask_threshold_choice']}; "
-             f"a 255 pixel in a mask {r0['mask_prediction_255']}. No ground truth of the "
-             "pseudo-labelled images reaches them.", "",
-             "| Method | Seed (oracle t) | Seed (preset t) | CRF (oracle t) | CRF (preset t) "
-             "| Mask (IRN) | oracle t | preset t | mask bg |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        lines.append(f"| `{r['method']}` | {100 * r['seed_miou_oracle']:.1f} | "
-                     f"{100 * r['seed_miou_preset']:.1f} | {100 * r['crf_miou_oracle']:.1f} | "
-                     f"{100 * r['crf_miou_preset']:.1f} | {100 * r['mask_miou']:.1f} | "
-                     f"{r['oracle_threshold']:.2f} | {r['preset_threshold']:.2f} | "
-                     f"{r['mask_bg_threshold']:.2f} |")
+             "(it calibrates the maps of the refiners' training labels and random walks)."]
+    for r in refiners:
+        lines.append(f"* **Mask ({refiner_title(r)})**: {refiner_title(r)} pseudo masks, background "
+                     f"score {r0[f'mask_threshold_choice_{r}']}; a 255 pixel in a mask "
+                     f"{r0[f'mask_prediction_255_{r}']}. No ground truth of the pseudo-labelled "
+                     "images reaches them.")
+    bg = [r for r in refiners if any(row[f"mask_bg_threshold_{r}"] is not None for row in rows)]
+    head = (["Method", "Seed (oracle t)", "Seed (preset t)", "CRF (oracle t)", "CRF (preset t)"]
+            + [f"Mask ({refiner_title(r)})" for r in refiners] + ["oracle t", "preset t"]
+            + [f"mask bg ({refiner_title(r)})" for r in bg])
+    lines += ["", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in rows:
+        cells = ([f"`{row['method']}`"]
+                 + [f"{100 * row[k]:.1f}" for k in ("seed_miou_oracle", "seed_miou_preset",
+                                                    "crf_miou_oracle", "crf_miou_preset")]
+                 + [f"{100 * row[f'mask_miou_{r}']:.1f}" for r in refiners]
+                 + [f"{row['oracle_threshold']:.2f}", f"{row['preset_threshold']:.2f}"]
+                 + [f"{row[f'mask_bg_threshold_{r}']:.2f}" for r in bg])
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -410,7 +471,7 @@ def table1_csv(rows: Sequence[dict]) -> str:
     keys = list(rows[0])
 
     def cell(v: Any) -> str:
-        text = f"{v:.6g}" if isinstance(v, float) else str(v)
+        text = "" if v is None else f"{v:.6g}" if isinstance(v, float) else str(v)
         return f'"{text}"' if "," in text else text
 
     out = [",".join(keys)]
@@ -420,24 +481,26 @@ def table1_csv(rows: Sequence[dict]) -> str:
 
 def refine_grid(path: str | os.PathLike, info: DatasetInfo, split: str, methods: Sequence[str],
                 cams: Sequence[str | os.PathLike], thresholds: Sequence[float],
-                crf_dirs: Sequence[str | os.PathLike], mask_dirs: Sequence[str | os.PathLike],
-                n_images: int) -> None:
-    """Image | per method: seed, CRF, mask | ground truth, for the first images with objects."""
+                crf_dirs: Sequence[str | os.PathLike],
+                mask_dirs: Mapping[str, Sequence[str | os.PathLike]], n_images: int) -> None:
+    """Image | per method: seed, CRF, one mask per refiner | ground truth, for the first
+    images with objects."""
     from esol.crf import threshold_indices
     from esol.viz import image_grid, image_miou
 
     ids = [i for i in info.ids(split) if info.labels[split][i]][:n_images]
     rows = [[read_image(info.layout.image(i))] for i in ids]
     titles = ["image"]
-    for m, cam, t, crf_dir, mask_dir in zip(methods, cams, thresholds, crf_dirs, mask_dirs, strict=True):
-        titles += [f"{m} seed (oracle t)", f"{m} CRF (oracle t)", f"{m} mask"]
+    for k, (m, cam, t, crf_dir) in enumerate(zip(methods, cams, thresholds, crf_dirs, strict=True)):
+        titles += [f"{m} seed (oracle t)", f"{m} CRF (oracle t)"]
+        titles += [f"{m} mask ({refiner_title(r)})" for r in mask_dirs]
         with CamStore(cam) as store:
             for row, image_id in zip(rows, ids, strict=True):
                 rec = store[image_id]
                 lut = np.concatenate([[0], rec.keys]).astype(np.uint8)
                 seed = lut[threshold_indices(rec.high_res, t)]
-                row += [seed, read_label(Path(crf_dir) / f"{image_id}.png"),
-                        read_label(Path(mask_dir) / f"{image_id}.png")]
+                row += [seed, read_label(Path(crf_dir) / f"{image_id}.png")]
+                row += [read_label(Path(dirs[k]) / f"{image_id}.png") for dirs in mask_dirs.values()]
     for row, image_id in zip(rows, ids, strict=True):
         row.append(read_label(info.layout.gt_mask(image_id)))
     # label maps (not RGB) so the grid draws a legend of class name to palette colour
@@ -446,12 +509,14 @@ def refine_grid(path: str | os.PathLike, info: DatasetInfo, split: str, methods:
 
 
 def write_table1(methods: Sequence[str], dataset_json: str | os.PathLike, seeds: Sequence[str],
-                 crfs: Sequence[str], crfs_preset: Sequence[str], masks: Sequence[str],
-                 cams: Sequence[str], crf_dirs: Sequence[str], mask_dirs: Sequence[str],
-                 grid_images: int, table_md: str | os.PathLike, table_csv: str | os.PathLike,
+                 crfs: Sequence[str], crfs_preset: Sequence[str],
+                 masks: Mapping[str, Sequence[str]], cams: Sequence[str], crf_dirs: Sequence[str],
+                 mask_dirs: Mapping[str, Sequence[str]], grid_images: int,
+                 table_md: str | os.PathLike, table_csv: str | os.PathLike,
                  grid_png: str | os.PathLike) -> list[dict]:
     """Rule ``table1``: the table as markdown and CSV, and a figure of seeds/CRF/masks
-    (the seeds and CRF of the figure at the oracle threshold, as the paper shows them)."""
+    (the seeds and CRF of the figure at the oracle threshold, as the paper shows them).
+    ``masks`` / ``mask_dirs``: refiner -> one entry per method."""
     rows = table1_rows(methods, seeds, crfs, crfs_preset, masks)
     with atomic_path(table_md, suffix=".md") as tmp:
         tmp.write_text(table1_markdown(rows))
@@ -461,7 +526,28 @@ def write_table1(methods: Sequence[str], dataset_json: str | os.PathLike, seeds:
     refine_grid(grid_png, info, rows[0]["split"], methods, cams, [r["oracle_threshold"] for r in rows],
                 crf_dirs, mask_dirs, grid_images)
     for r in rows:
-        log.info("%s: seed %.4f (oracle) %.4f (preset), CRF %.4f (oracle) %.4f (preset), mask %.4f",
+        log.info("%s: seed %.4f (oracle) %.4f (preset), CRF %.4f (oracle) %.4f (preset), %s",
                  r["method"], r["seed_miou_oracle"], r["seed_miou_preset"], r["crf_miou_oracle"],
-                 r["crf_miou_preset"], r["mask_miou"])
+                 r["crf_miou_preset"], ", ".join(f"mask {refiner_title(k)} {r[f'mask_miou_{k}']:.4f}"
+                                                 for k in _refiners_of(r)))
     return rows
+
+
+def split_by_refiner(refiners: Sequence[str], named: Mapping[str, Any], prefix: str
+                     ) -> dict[str, list[str]]:
+    """``{refiner: list(named[f"{prefix}{refiner}"])}``: a rule's per-refiner inputs, named
+    ``masks_irn``, ``masks_psa``, ... (Snakemake inputs are flat), in ``refiners`` order."""
+    return {r: [str(p) for p in named[f"{prefix}{r}"]] for r in refiners}
+
+
+def write_table1_from_inputs(methods: Sequence[str], refiners: Sequence[str],
+                             inputs: Mapping[str, Any], grid_images: int,
+                             outputs: Mapping[str, str | os.PathLike]) -> list[dict]:
+    """Rule ``table1`` from its named inputs (``seeds``, ``crfs``, ``crfs_preset``, ``cams``,
+    ``crf_dirs``, and per refiner ``masks_<r>``, ``mask_dirs_<r>``) and outputs
+    (``table_md``, ``table_csv``, ``grid_png``): :func:`write_table1`."""
+    return write_table1(methods, inputs["dataset"], list(inputs["seeds"]), list(inputs["crfs"]),
+                        list(inputs["crfs_preset"]), split_by_refiner(refiners, inputs, "masks_"),
+                        list(inputs["cams"]), list(inputs["crf_dirs"]),
+                        split_by_refiner(refiners, inputs, "mask_dirs_"), grid_images,
+                        outputs["table_md"], outputs["table_csv"], outputs["grid_png"])

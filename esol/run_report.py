@@ -147,8 +147,8 @@ def table1_section(table1: Mapping[str, str | os.PathLike], report_dir: str | os
     """
     head = "## Table 1: seeds, seeds + CRF and pseudo masks\n"
     if not table1:
-        return (f"{head}\nRefinement (seed CRF, IRN pseudo masks) is not configured in this run, "
-                "so there is no Table 1.\n")
+        return (f"{head}\nRefinement (seed CRF, the refiners' pseudo masks) is not configured "
+                "in this run, so there is no Table 1.\n")
     missing = [k for k in TABLE1_KEYS if k not in table1]
     if missing:
         raise ValueError(f"Table 1 inputs lack {missing}")

@@ -537,8 +537,9 @@ def _touched_workdir(work: Path, cfg: dict) -> Path:
 
 
 SEED_RULES = {"generate_synthetic", "train_classifier", "train_expansion", "train_shrinkage",
-              "train_irn", "train_segmentation"}
+              "train_irn", "train_psa", "train_segmentation"}
 AMP_RULES = {"train_classifier", "train_expansion", "train_shrinkage", "make_cam", "train_irn",
+             "train_psa", "psa_masks",
              "pseudo_masks", "train_segmentation", "predict_segmentation"}
 
 

@@ -213,18 +213,20 @@ def psa_case(tiny_voc, tmp_path, config):
     p = copy.deepcopy(psa.PSA_DEFAULTS)
     p["train"].update(backbone="classifier", crop=16, batch_size=3, epochs=2, radius=3)
     p["random_walk"].update(logt=3)
-    cfg = dict(config, amp="bf16", device="cpu", psa=p,
-               dataset=dict(config["dataset"], train_split="train_aug", tuning_split=None),
-               refine=dict(config["refine"], threshold=0.15))  # a fixed preset threshold
-    return cfg, info, dataset_json, cams
+    # The rules' explicit arguments: a fixed preset threshold, no tuning split.
+    run = {"train_split": "train_aug", "threshold": 0.15}
+    train = {"train_split": "train_aug", "model": config["model"], "seed": 0, "device": "cpu",
+             "amp": "bf16", "checks": None}
+    masks = {"split": "train_aug", "threshold": 0.15, "device": "cpu", "amp": "bf16"}
+    return p, info, dataset_json, cams, (run, train, masks)
 
 
 def test_psa_labels_train_and_masks_on_the_tiny_dataset(psa_case, tmp_path):
     from esol.models.esol_net import Arch, ESOLNet
 
-    cfg, info, dataset_json, cams = psa_case
+    sec, info, dataset_json, cams, (run, train, masks_args) = psa_case
     scores = tmp_path / "psa_scores"
-    assert psa.make_affinity_scores(cfg, dataset_json, cams, scores) == 3
+    assert psa.make_affinity_scores(sec, dataset_json, cams, scores, **run) == 3
     with np.load(scores / "a.npz") as z:
         assert z["la"].shape == z["ha"].shape == (2, 12, 16) and z["la"].dtype == np.uint8
         assert z["keys"].tolist() == [1]
@@ -243,12 +245,13 @@ def test_psa_labels_train_and_masks_on_the_tiny_dataset(psa_case, tmp_path):
     torch.save(ESOLNet(Arch(num_classes=3, depth=18, frozen_bn=False, frozen_stages=0)).checkpoint(),
                classifier)
     model = tmp_path / "psa.pt"
-    history = psa.train_psa(cfg, dataset_json, scores, classifier, model, tmp_path / "psa.csv")
+    history = psa.train_psa(sec, dataset_json, scores, classifier, model, tmp_path / "psa.csv",
+                            **train)
     assert len(history) == 2 and all(np.isfinite(r["loss"]) for r in history)
     assert {"bg_loss", "fg_loss", "neg_loss"} <= set(history[0])
     assert model.is_file() and not (tmp_path / "psa.pt.partial").exists()
     masks = tmp_path / "masks"
-    assert psa.make_psa_masks(cfg, dataset_json, model, cams, masks) == 3
+    assert psa.make_psa_masks(sec, dataset_json, model, cams, masks, **masks_args) == 3
     for image_id in ("a", "b", "c"):
         mask = read_label(masks / f"{image_id}.png")
         assert mask.shape == (12, 16)
@@ -259,10 +262,9 @@ def test_psa_labels_train_and_masks_on_the_tiny_dataset(psa_case, tmp_path):
 def test_missing_psa_section_and_bad_crop_are_one_clear_error(psa_case, tmp_path):
     from esol.utils import ConfigError
 
-    cfg, info, dataset_json, cams = psa_case
+    sec, info, dataset_json, cams, _ = psa_case
     with pytest.raises(ConfigError, match="no 'psa' section"):
-        psa.make_affinity_scores({k: v for k, v in cfg.items() if k != "psa"}, dataset_json, cams,
-                                 tmp_path / "x")
+        psa.psa_section({"irn": {}})
     with pytest.raises(ConfigError, match="psa.train.crop"):
         psa.PSADataset(info, "train_aug", tmp_path, crop=20)
 
@@ -271,7 +273,7 @@ def test_affinity_scores_resume_from_the_partial_folder(psa_case, tmp_path, monk
     """An interrupted ``psa_labels`` run keeps what it wrote: a file already in
     ``<out>.partial`` (made from the same inputs) is not recomputed, the others are, and
     the folder is renamed."""
-    cfg, info, dataset_json, cams = psa_case
+    sec, info, dataset_json, cams, (run, _, _) = psa_case
     out = tmp_path / "scores"
     partial = tmp_path / "scores.partial"
     one = psa._scores_one
@@ -283,13 +285,38 @@ def test_affinity_scores_resume_from_the_partial_folder(psa_case, tmp_path, monk
 
     monkeypatch.setattr(psa, "_scores_one", killed_at_b)
     with pytest.raises(RuntimeError, match="killed"):
-        psa.make_affinity_scores(cfg, dataset_json, cams, out)
+        psa.make_affinity_scores(sec, dataset_json, cams, out, **run)
     monkeypatch.setattr(psa, "_scores_one", one)
     assert (partial / "a.npz").is_file() and not out.exists()
     np.savez(partial / "a.npz", la=np.zeros((2, 12, 16), np.uint8), ha=np.zeros((2, 12, 16), np.uint8),
              keys=np.array([1]))
     (partial / ".a.npz.tmp").write_bytes(b"half")  # a killed run's temporary file
-    psa.make_affinity_scores(cfg, dataset_json, cams, out)
+    psa.make_affinity_scores(sec, dataset_json, cams, out, **run)
     assert sorted(p.name for p in out.iterdir()) == ["a.npz", "b.npz", "c.npz"]
     with np.load(out / "a.npz") as z:
         assert z["la"].max() == 0  # kept, not recomputed
+
+def test_train_psa_stops_when_its_affinities_are_constant(psa_case, tmp_path, monkeypatch):
+    """The learning check (IRN's on its boundary maps, esol.learning): an AffinityNet whose
+    features are the same everywhere gives one affinity for every pair, and train_psa
+    stops naming the stage and the config key."""
+    from esol.learning import LearningError
+    from esol.models.esol_net import Arch, ESOLNet
+
+    sec, info, dataset_json, cams, (run, train, _) = psa_case
+    scores = tmp_path / "scores"
+    psa.make_affinity_scores(sec, dataset_json, cams, scores, **run)
+    classifier = tmp_path / "classifier.pt"
+    torch.save(ESOLNet(Arch(num_classes=3, depth=18, frozen_bn=False, frozen_stages=0)).checkpoint(),
+               classifier)
+    checks = {"enabled": True, "max_constant_boundary_share": 0.5}
+    sec = copy.deepcopy(sec)
+    sec["train"]["epochs"] = 1
+    psa.train_psa(sec, dataset_json, scores, classifier, tmp_path / "ok.pt",
+                  **dict(train, checks=checks))  # random features: affinities vary, passes
+    forward = psa.AffinityNet.forward
+    monkeypatch.setattr(psa.AffinityNet, "forward",
+                        lambda self, x: torch.zeros_like(forward(self, x)) + 0 * forward(self, x))
+    with pytest.raises(LearningError, match=r"^psa: .*checks.max_constant_boundary_share"):
+        psa.train_psa(sec, dataset_json, scores, classifier, tmp_path / "flat.pt",
+                      **dict(train, checks=checks))

@@ -177,7 +177,7 @@ def test_oracle_and_preset_thresholds(tmp_path):
         oracle_threshold(tmp_path / "missing.json")
 
 
-def _table1_jsons(tmp_path, method, seed, seed_preset, crf, crf_preset, mask):
+def _table1_jsons(tmp_path, method, seed, seed_preset, crf, crf_preset, mask, psa_mask=None):
     gt = {"split": "train", "masks": "SegmentationClass", "ground_truth_255": "ignored",
           "prediction_255": "counted as background"}
     files = {"seed": {"miou": seed, "threshold": 0.2, "split": "train", "images": 9,
@@ -186,6 +186,9 @@ def _table1_jsons(tmp_path, method, seed, seed_preset, crf, crf_preset, mask):
              "crf": {"miou": crf, "threshold": 0.2}, "crf_preset": {"miou": crf_preset, "threshold": 0.3},
              "mask": {"miou": mask, "threshold": 0.25, "threshold_choice": "fixed in config",
                       "ground_truth": gt}}
+    if psa_mask is not None:
+        files["psa_mask"] = {"miou": psa_mask, "threshold": None, "threshold_choice": "none: argmax",
+                             "ground_truth": gt}
     paths = []
     for stage, data in files.items():
         p = tmp_path / f"{method}_{stage}.json"
@@ -197,20 +200,41 @@ def _table1_jsons(tmp_path, method, seed, seed_preset, crf, crf_preset, mask):
 def test_table1_rows_markdown_and_csv_label_oracle_and_preset(tmp_path):
     cam = _table1_jsons(tmp_path, "cam", 0.48, 0.47, 0.55, 0.54, 0.66)
     esol = _table1_jsons(tmp_path, "esol", 0.53, 0.50, 0.61, 0.60, 0.69)
-    rows = table1_rows(["cam", "esol"], *zip(cam, esol, strict=True))
+    seeds, crfs, crfs_preset, masks = zip(cam, esol, strict=True)
+    rows = table1_rows(["cam", "esol"], seeds, crfs, crfs_preset, {"irn": masks})
     md = table1_markdown(rows)
     assert ("| Method | Seed (oracle t) | Seed (preset t) | CRF (oracle t) | CRF (preset t) "
-            "| Mask (IRN) | oracle t | preset t | mask bg |") in md
+            "| Mask (IRN) | oracle t | preset t | mask bg (IRN) |") in md
     assert "| `cam` | 48.0 | 47.0 | 55.0 | 54.0 | 66.0 | 0.20 | 0.30 | 0.25 |" in md
     assert "| `esol` | 53.0 | 50.0 | 61.0 | 60.0 | 69.0 |" in md and "(9 images" in md
     assert "ground truth `SegmentationClass`" in md and "tuned on tune" in md
     assert "chosen with ground truth" in md and "counted as background" in md
     csv = table1_csv(rows).splitlines()
     assert csv[0].startswith("method,seed_miou_oracle,seed_miou_preset,crf_miou_oracle,"
-                             "crf_miou_preset,mask_miou,oracle_threshold,preset_threshold,"
+                             "crf_miou_preset,mask_miou_irn,oracle_threshold,preset_threshold,"
                              "preset_threshold_choice")
     assert csv[2].startswith("esol,0.53,0.5,0.61,0.6,0.69,0.2,0.3,tuned on tune")
     assert "ground_truth" in csv[0] and "SegmentationClass" in csv[2]
+
+
+def test_table1_has_one_mask_column_per_refiner_in_config_order(tmp_path):
+    cam = _table1_jsons(tmp_path, "cam", 0.48, 0.47, 0.55, 0.54, 0.66, psa_mask=0.61)
+    esol = _table1_jsons(tmp_path, "esol", 0.53, 0.50, 0.61, 0.60, 0.69, psa_mask=0.64)
+    seeds, crfs, crfs_preset, irn, psa = zip(cam, esol, strict=True)
+    rows = table1_rows(["cam", "esol"], seeds, crfs, crfs_preset, {"psa": psa, "irn": irn})
+    md = table1_markdown(rows)
+    # PSA has no background threshold: no "mask bg" column of its own
+    assert ("| Method | Seed (oracle t) | Seed (preset t) | CRF (oracle t) | CRF (preset t) "
+            "| Mask (PSA) | Mask (IRN) | oracle t | preset t | mask bg (IRN) |") in md
+    assert "| `cam` | 48.0 | 47.0 | 55.0 | 54.0 | 61.0 | 66.0 | 0.20 | 0.30 | 0.25 |" in md
+    assert "| `esol` | 53.0 | 50.0 | 61.0 | 60.0 | 64.0 | 69.0 |" in md
+    assert "**Mask (PSA)**: PSA pseudo masks, background score none: argmax" in md
+    csv = table1_csv(rows).splitlines()
+    head = csv[0].split(",")
+    assert head[5:7] == ["mask_miou_psa", "mask_miou_irn"]
+    assert csv[1].split(",")[5:7] == ["0.61", "0.66"]
+    with pytest.raises(ConfigError, match="refine.refiners"):
+        table1_rows(["cam"], seeds[:1], crfs[:1], crfs_preset[:1], {})
 
 
 def test_dir_digest_follows_names_and_content(tmp_path):

@@ -17,6 +17,7 @@ pytestmark = pytest.mark.slow  # a Snakemake dry run each (a few seconds)
 
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
 NETWORK_RULES = {"train_classifier", "train_expansion", "train_shrinkage", "make_cam", "train_irn",
+                 "train_psa", "psa_masks",
                  "pseudo_masks", "train_segmentation", "predict_segmentation"}
 # Seconds per training pixel of ResNet-50 on 2 cores (13 s for 8 crops of 512x512).
 R50_S_PER_PX = 13 / (8 * 512 * 512)

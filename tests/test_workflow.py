@@ -40,6 +40,9 @@ def tiny_config() -> dict:
     cfg["figures"]["fig5_images"] = 3
     cfg["refine"]["grid_images"] = 2
     cfg["irn"]["train"].update(crop=64, batch_size=8, epochs=1)
+    # Both refiners (Table 1's two Mask columns); PSA as small as IRN.
+    cfg["refine"]["refiners"] = ["irn", "psa"]
+    cfg["psa"]["train"].update(crop=64, batch_size=8, epochs=1)
     # DeepLab on the ground truth (the supervised row) and on esol's pseudo masks.
     cfg["segmentation"].update(supervised=True, methods=["esol"])
     cfg["segmentation"]["train"].update(epochs=2, batch_size=8, crop=64)
@@ -48,16 +51,69 @@ def tiny_config() -> dict:
     return cfg
 
 
-def planned_rules(target: str, configfile: Path, workdir: Path) -> list[str]:
-    """Rules of the jobs ``snakemake -n --forceall target`` plans (the dry run's job list)."""
+def planned_jobs(target: str, configfile: Path, workdir: Path) -> dict[str, int]:
+    """Rule -> number of jobs ``snakemake -n --forceall target`` plans (the dry run's job list)."""
     # The target first: --configfile and --quiet take every word after them.
     run = subprocess.run([SNAKEMAKE, target, "-s", str(REPO / "workflow" / "Snakefile"), "-d",
                           str(workdir), "-n", "--forceall", "--configfile", str(configfile),
                           "--quiet", "rules"], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr[-4000:]
-    rules = re.findall(r"^(\w+)\s+\d+$", run.stdout, flags=re.M)
-    assert rules, run.stdout[-2000:]
-    return rules
+    jobs = {r: int(n) for r, n in re.findall(r"^(\w+)\s+(\d+)$", run.stdout, flags=re.M)}
+    assert jobs, run.stdout[-2000:]
+    return jobs
+
+
+def planned_rules(target: str, configfile: Path, workdir: Path) -> list[str]:
+    """Rules of the jobs ``snakemake -n --forceall target`` plans."""
+    return list(planned_jobs(target, configfile, workdir))
+
+
+def _test_config_with(tmp_path: Path, **sections) -> Path:
+    """.test's config with some sections updated, written to ``tmp_path``."""
+    cfg = yaml.safe_load((REPO / ".test" / "config" / "config.yaml").read_text())
+    for key, value in sections.items():
+        cfg[key].update(value)
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_each_refiner_has_its_chain_and_one_mask_evaluation_per_method(tmp_path):
+    """refine.refiners [irn, psa]: Table 1 plans each refiner's three rules and one
+    eval_mask per method and refiner; [irn] alone plans no PSA rule."""
+    both = planned_jobs("results/tiny/refine/table1.md",
+                        _test_config_with(tmp_path, refine={"refiners": ["irn", "psa"]}), tmp_path)
+    methods = 2  # .test's refine.methods: cam, esol
+    for rule in ("ir_labels", "train_irn", "pseudo_masks", "psa_labels", "train_psa", "psa_masks"):
+        assert both.get(rule) == methods, (rule, both)
+    assert both["eval_mask"] == 2 * methods and both["table1"] == 1
+    irn = planned_jobs("results/tiny/refine/table1.md",
+                       _test_config_with(tmp_path, refine={"refiners": ["irn"]}), tmp_path)
+    assert irn["eval_mask"] == methods and not {"psa_labels", "train_psa", "psa_masks"} & set(irn)
+
+
+def test_segmentation_refiner_chooses_whose_masks_train_deeplab(tmp_path):
+    config = _test_config_with(tmp_path, refine={"refiners": ["irn", "psa"]},
+                               segmentation={"refiner": "psa"})
+    rules = planned_rules("results/tiny/models/deeplab_esol.pt", config, tmp_path)
+    assert {"psa_labels", "train_psa", "psa_masks", "train_segmentation"} <= set(rules)
+    assert not {"ir_labels", "train_irn", "pseudo_masks"} & set(rules)
+    assert not [r for r in rules if r.startswith("eval_")], rules
+
+
+@pytest.mark.parametrize("sections,message", [
+    ({"refine": {"refiners": ["irn", "sam"]}},
+     "config key refine.refiners names 'sam', which is no refiner (known: irn, psa"),
+    ({"refine": {"refiners": ["irn"]}, "segmentation": {"refiner": "psa"}},
+     "config key segmentation.refiner is 'psa', which is not in refine.refiners (['irn'])"),
+], ids=["unknown-refiner", "segmentation-refiner-not-run"])
+def test_bad_refiner_is_one_line_naming_the_key(tmp_path, sections, message):
+    config = _test_config_with(tmp_path, **sections)
+    run = subprocess.run([SNAKEMAKE, "-s", str(REPO / "workflow" / "Snakefile"), "-d", str(tmp_path),
+                          "-n", "--configfile", str(config)], capture_output=True, text=True)
+    out = run.stdout + run.stderr
+    assert run.returncode != 0 and message in out, out[-2000:]
+    assert len(out.splitlines()) < 15, out[-3000:]
 
 
 @pytest.mark.parametrize("configfile", [REPO / "config" / "config.yaml",
@@ -109,7 +165,8 @@ def test_every_method_and_variant_has_evaluated_seeds(tiny_run):
     # Variants share upstream outputs: one classifier, one Expansion per clipping setting.
     models = sorted(p.name for p in (res / "models").glob("*.pt") if not p.name.startswith("deeplab_"))
     assert models == ["classifier.pt", "expansion_clip.pt", "expansion_noclip.pt", "irn_cam.pt",
-                      "irn_esol.pt", "shrinkage_esol.pt", "shrinkage_esol_noarea.pt"]
+                      "irn_esol.pt", "psa_cam.pt", "psa_esol.pt", "shrinkage_esol.pt",
+                      "shrinkage_esol_noarea.pt"]
     assert not list(res.rglob("*.partial"))
 
 
@@ -120,28 +177,37 @@ def test_refined_methods_have_seed_crf_and_mask_results(tiny_run):
         seed = json.loads((res / "seeds" / method / "train.json").read_text())
         crf = json.loads((res / "refine" / method / "crf" / "oracle" / "train.json").read_text())
         crf_p = json.loads((res / "refine" / method / "crf" / "preset" / "train.json").read_text())
-        mask = json.loads((res / "refine" / method / "masks" / "train.json").read_text())
+        mask = json.loads((res / "refine" / method / "irn" / "masks" / "train.json").read_text())
+        psa_mask = json.loads((res / "refine" / method / "psa" / "masks" / "train.json").read_text())
         tuned = json.loads((res / "tune" / method / "tune.json").read_text())
         assert crf["images"] == mask["images"] == 16 and crf["threshold"] == seed["threshold"]
         assert crf["threshold_choice"].startswith("oracle") and tuned["images"] == 8
         assert crf_p["threshold"] == seed["preset"]["threshold"] == tuned["threshold"]
         assert crf_p["threshold_choice"] == seed["preset"]["threshold_choice"] == "tuned on tune"
         assert 0 <= crf["miou"] <= 1 and 0 <= mask["miou"] <= 1 and mask["threshold"] == 0.25
-        assert mask["ground_truth"]["masks"] == "SegmentationClass"
-        assert len(list((res / "refine" / method / "masks" / "train_aug").glob("*.png"))) == 48
+        assert mask["ground_truth"]["masks"] == "SegmentationClass" and mask["refiner"] == "irn"
+        assert psa_mask["refiner"] == "psa" and psa_mask["images"] == 16 and 0 <= psa_mask["miou"] <= 1
+        assert psa_mask["threshold"] is None and psa_mask["threshold_choice"].startswith("none: argmax")
+        for refiner in ("irn", "psa"):
+            masks = res / "refine" / method / refiner / "masks" / "train_aug"
+            assert len(list(masks.glob("*.png"))) == 48, refiner
         assert len(list((res / "refine" / method / "ir_labels" / "train_aug").glob("*.png"))) == 48
+        assert len(list((res / "refine" / method / "psa" / "scores" / "train_aug").glob("*.npz"))) == 48
         # Refined methods read their seeds from the train_aug CAM file: no train file made.
         assert (res / "cams" / method / "train_aug.h5").is_file()
         assert not (res / "cams" / method / "train.h5").exists()
-        for rule in ("crf_seed", "ir_labels", "train_irn", "pseudo_masks"):
+        for rule in ("crf_seed", "ir_labels", "train_irn", "pseudo_masks", "psa_labels", "train_psa",
+                     "psa_masks"):
             tsv = (res / "benchmarks" / rule).rglob("*.tsv")
             assert any(method in p.relative_to(res / "benchmarks" / rule).parts or method == p.stem
                        for p in tsv), rule
     table = (res / "refine" / "table1.md").read_text()
     assert "`cam`" in table and "`esol`" in table and "esol_noarea" not in table
     assert (res / "refine" / "table1.csv").read_text().startswith(
-        "method,seed_miou_oracle,seed_miou_preset,crf_miou_oracle,crf_miou_preset,mask_miou")
+        "method,seed_miou_oracle,seed_miou_preset,crf_miou_oracle,crf_miou_preset,mask_miou_irn,"
+        "mask_miou_psa,")
     assert "Seed (oracle t)" in table and "tuned on tune" in table
+    assert "| Mask (IRN) | Mask (PSA) |" in table
     assert (res / "refine" / "table1_grid.png").stat().st_size > 1000
 
 
@@ -194,6 +260,7 @@ def test_report_has_every_table_and_its_links_resolve(tiny_run):
     for png in (p for p in links if p.endswith(".png")):
         assert (report.parent / png).read_bytes()[:4] == b"\x89PNG"
     assert "training/classifier.png" in links and "training/irn_esol.png" in links
+    assert "training/psa_esol.png" in links
     for page in ("table1", "table3", "table6", "times"):  # what Snakemake's HTML report shows
         assert "<table>" in (report.parent / f"{page}.html").read_text(), page
 

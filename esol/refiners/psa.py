@@ -72,7 +72,8 @@ from esol.engine import file_digest, fit, history_csv, load_checkpoint, save_che
 from esol.labeldir import LabelDir, parallel_map
 from esol.models.backbone import ResNetBackbone
 from esol.models.esol_net import ESOLNet
-from esol.refine import calibrate, training_gamma
+from esol.learning import check_at_most, checks_config, map_figures
+from esol.refine import calibrate, preset_gamma
 from esol.refiners import core
 from esol.utils import (ConfigError, DatasetError, amp_dtype, atomic_path, autocast,
                         seed_everything, select_device, tqdm_kwargs)
@@ -197,21 +198,25 @@ def _scores_one(image_id: str) -> str:
     return image_id
 
 
-def make_affinity_scores(cfg: Config, dataset_json: str | os.PathLike, cam_path: str | os.PathLike,
-                         out_dir: str | os.PathLike, threads: int = 1,
-                         threshold_json: str | os.PathLike | None = None) -> int:
-    """Rule ``psa_labels``: the low- and high-alpha CRF scores of every training image, one
-    ``<id>.npz`` (``la``, ``ha`` uint8 (1 + n, H, W), ``keys``) per image."""
-    psa = psa_section(cfg)
+def make_affinity_scores(psa: Config, dataset_json: str | os.PathLike, cam_path: str | os.PathLike,
+                         out_dir: str | os.PathLike, *, train_split: str, threshold: float | str,
+                         tuning_split: str | None = None, guarded: Mapping[str, str] | None = None,
+                         threshold_json: str | os.PathLike | None = None, threads: int = 1) -> int:
+    """Rule ``psa_labels``: the low- and high-alpha CRF scores of every image of
+    ``train_split``, one ``<id>.npz`` (``la``, ``ha`` uint8 (1 + n, H, W), ``keys``) per image.
+
+    ``psa``: the config section; ``threshold``, ``tuning_split``, ``guarded``,
+    ``threshold_json``: the preset threshold (:func:`esol.refine.preset_gamma`), the only
+    one that may calibrate maps that train a network.
+    """
     labels = psa["labels"]
     if not labels["low_alpha"] < labels["high_alpha"]:
         raise ConfigError(f"psa.labels.low_alpha ({labels['low_alpha']}) must be below "
                           f"psa.labels.high_alpha ({labels['high_alpha']})")
     info = DatasetInfo.from_json(dataset_json)
-    ids = info.ids(cfg["dataset"]["train_split"])
-    # Only the preset threshold (config, or tuned on a disjoint split) calibrates maps
-    # that train a network: esol.refine.training_gamma, as for IRN.
-    gamma, t, how = training_gamma(cfg, info, threshold_json, psa.get("calibrate_to"))
+    ids = info.ids(train_split)
+    gamma, t, how = preset_gamma(threshold, tuning_split, guarded or {}, info, threshold_json,
+                                 psa.get("calibrate_to"))
     log.info("PSA affinity labels: alpha %s / %s on CAMs ** %.3f (threshold %.2f %s), %d images, "
              "%d processes", labels["low_alpha"], labels["high_alpha"], gamma, t, how, len(ids),
              threads)
@@ -409,10 +414,12 @@ def psa_loss(aff: torch.Tensor, labels: Mapping[str, torch.Tensor]
                   "neg_pairs": neg.sum().item()}
 
 
-def build_affinity_net(cfg: Config, classifier_ckpt: str | os.PathLike | None) -> AffinityNet:
-    """A fresh AffinityNet whose backbone comes from ``psa.train.backbone``: ``model``
-    (``model.backbone``; PSA: ImageNet weights) or ``classifier`` (the trained ``f``)."""
-    source = psa_section(cfg)["train"]["backbone"]
+def build_affinity_net(train: Config, model: Config,
+                       classifier_ckpt: str | os.PathLike | None) -> AffinityNet:
+    """A fresh AffinityNet whose backbone comes from ``train["backbone"]`` (``psa.train``):
+    ``model`` (config ``model.backbone``; PSA: ImageNet weights) or ``classifier`` (the
+    trained ``f``)."""
+    source = train["backbone"]
     if source == "classifier":
         if classifier_ckpt is None:
             raise ConfigError("psa.train.backbone is 'classifier' but no classifier checkpoint was given")
@@ -421,7 +428,7 @@ def build_affinity_net(cfg: Config, classifier_ckpt: str | os.PathLike | None) -
                            backbone=net.backbone)
     if source != "model":
         raise ConfigError(f"psa.train.backbone must be 'model' or 'classifier', got {source!r}")
-    b = cfg["model"]["backbone"]
+    b = model["backbone"]
     if b["pretrained"] == "none":
         log.warning("psa.train.backbone is 'model' with model.backbone.pretrained 'none': "
                     "AffinityNet trains its backbone from random weights")
@@ -445,18 +452,25 @@ def parameter_groups(net: AffinityNet, lr: float, new_lr_mult: float, weight_dec
             for g, (m, wd) in zip(groups, specs, strict=True) if g]
 
 
-def train_psa(cfg: Config, dataset_json: str | os.PathLike, score_dir: str | os.PathLike,
+def train_psa(psa: Config, dataset_json: str | os.PathLike, score_dir: str | os.PathLike,
               classifier_ckpt: str | os.PathLike | None, out_model: str | os.PathLike,
-              out_history: str | os.PathLike | None = None) -> list[dict[str, float]]:
+              out_history: str | os.PathLike | None = None, *, train_split: str, model: Config,
+              seed: int = 0, device: str = "auto", amp: str = "fp32",
+              checks: Config | None = None) -> list[dict[str, float]]:
     """Rule ``train_psa``: learn pair affinities from the affinity labels (PSA ``train_aff.py``)
-    through the resumable :func:`esol.engine.fit`."""
-    t = psa_section(cfg)["train"]
-    seed_everything(cfg["seed"])
-    device = select_device(cfg["device"])
+    through the resumable :func:`esol.engine.fit`, then the learning check
+    (:func:`affinity_figures`; ``checks``: config section ``checks``, None: off).
+
+    ``psa``: the config section; ``model``: config ``model`` (the backbone when
+    ``psa.train.backbone`` is ``model``).
+    """
+    t = psa["train"]
+    seed_everything(seed)
+    dev = select_device(device)
     info = DatasetInfo.from_json(dataset_json)
-    split = cfg["dataset"]["train_split"]
-    dataset = PSADataset(info, split, score_dir, t["crop"], t["color_jitter"], seed=cfg["seed"])
-    net = build_affinity_net(cfg, classifier_ckpt).to(device).train()
+    split = train_split
+    dataset = PSADataset(info, split, score_dir, t["crop"], t["color_jitter"], seed=seed)
+    net = build_affinity_net(t, model, classifier_ckpt).to(dev).train()
     optimizer = torch.optim.SGD(parameter_groups(net, t["lr"], t["new_lr_mult"], t["weight_decay"]),
                                 lr=t["lr"], momentum=t["momentum"])
     pairs = core.pairs_in_radius((t["crop"] // STRIDE, t["crop"] // STRIDE), t["radius"])
@@ -469,19 +483,55 @@ def train_psa(cfg: Config, dataset_json: str | os.PathLike, score_dir: str | os.
         aff = pair_affinity(net(batch["img"]).float(), pairs)
         return psa_loss(aff, core.relation_labels(batch["label"], pairs))
 
-    section = {"psa": t, "model": cfg["model"], "seed": cfg["seed"], "amp": cfg["amp"],
+    # What a resume checkpoint must match: config and input content, not just names.
+    section = {"psa": t, "model": model, "seed": seed, "amp": amp,
                "dataset": file_digest(dataset_json), "scores": _npz_digest(score_dir),
                "classifier": None if classifier_ckpt is None else file_digest(classifier_ckpt)}
     partial = Path(str(out_model) + ".partial")
     history = fit(params_owner=net, optimizer=optimizer, dataset=dataset, step_fn=step,
-                  batch_size=t["batch_size"], epochs=t["epochs"], seed=cfg["seed"],
+                  batch_size=t["batch_size"], epochs=t["epochs"], seed=seed,
                   resume_path=partial, checkpoint_every=t["checkpoint_every"], config=section,
-                  num_workers=t["num_workers"], desc="psa", amp=amp_dtype(cfg["amp"], device))
+                  num_workers=t["num_workers"], desc="psa", amp=amp_dtype(amp, dev))
+    figures = affinity_figures(net, info, dataset.ids[:8], t["radius"], dev, amp_dtype(amp, dev))
     save_checkpoint(out_model, net.cpu().checkpoint(config=section, history=history))
     partial.unlink(missing_ok=True)
     if out_history is not None:
         history_csv(out_history, history)
+    checks = None if checks is None else checks_config({"checks": checks})
+    if checks is not None and checks["enabled"]:
+        # IRN's check on its boundary maps, on PSA's affinities: a constant map means
+        # features that tell no pixel from its neighbour, and the walk floods the image.
+        check_at_most("psa", figures, "uninformative_share",
+                      float(checks["max_constant_boundary_share"]),
+                      key="checks.max_constant_boundary_share")
     return history
+
+
+@torch.no_grad()
+def affinity_figures(net: AffinityNet, info: DatasetInfo, ids: Sequence[str], radius: int,
+                     device: torch.device, amp: torch.dtype | None = None) -> dict[str, float]:
+    """Shares of empty or constant pair-affinity maps (:func:`esol.learning.map_figures`,
+    one map per image: every pair's ``a_ij``) of ``ids`` in eval mode."""
+    modes = {m: m.training for m in net.modules()}
+    net.eval()
+    try:
+        maps = []
+        for image_id in ids:
+            image = read_image(info.layout.image(image_id))
+            h, w = image.shape[:2]
+            x = torch.from_numpy(T.to_chw(T.normalize(image)))[None]
+            x = F.pad(x, (0, (-w) % STRIDE, 0, (-h) % STRIDE)).to(device)
+            with autocast(amp, device):
+                feats = net(x).float()
+            pairs = core.pairs_in_radius(tuple(feats.shape[-2:]), radius)
+            maps.append(pair_affinity(feats, pairs)[0].cpu().numpy())
+    finally:
+        for m, mode in modes.items():
+            m.training = mode
+    figures = map_figures(maps)
+    log.info("PSA check on %d training images: %.0f%% of affinity maps empty, %.0f%% constant",
+             len(ids), 100 * figures["empty_share"], 100 * figures["constant_share"])
+    return figures
 
 
 def _npz_digest(path: str | os.PathLike) -> str:
@@ -545,25 +595,29 @@ def pseudo_label(net: AffinityNet, image: np.ndarray, cams: np.ndarray, keys: np
 
 
 @torch.no_grad()
-def make_psa_masks(cfg: Config, dataset_json: str | os.PathLike, psa_ckpt: str | os.PathLike,
-                   cam_path: str | os.PathLike, out_dir: str | os.PathLike,
-                   split: str | None = None,
-                   threshold_json: str | os.PathLike | None = None) -> int:
-    """Rule ``pseudo_masks`` for ``{refiner} = psa``: a palette PNG per image of ``split``
-    (default the training split), walking the CAMs calibrated by ``psa.calibrate_to``."""
-    psa = psa_section(cfg)
-    device = select_device(cfg["device"])
-    amp = amp_dtype(cfg["amp"], device)
+def make_psa_masks(psa: Config, dataset_json: str | os.PathLike, psa_ckpt: str | os.PathLike,
+                   cam_path: str | os.PathLike, out_dir: str | os.PathLike, *, split: str,
+                   threshold: float | str, tuning_split: str | None = None,
+                   guarded: Mapping[str, str] | None = None,
+                   threshold_json: str | os.PathLike | None = None, device: str = "auto",
+                   amp: str = "fp32") -> int:
+    """Rule ``psa_masks``: a palette PNG per image of ``split`` (the training split),
+    walking the CAMs calibrated by ``psa.calibrate_to`` from the preset threshold
+    (``threshold``, ``tuning_split``, ``guarded``, ``threshold_json``: as
+    :func:`make_affinity_scores`)."""
+    dev = select_device(device)
+    amp_t = amp_dtype(amp, dev)
     walk = psa["random_walk"]
     info = DatasetInfo.from_json(dataset_json)
-    ids = info.ids(split or cfg["dataset"]["train_split"])
-    net = AffinityNet.from_checkpoint(load_checkpoint(psa_ckpt)).to(device).eval()
-    gamma, t, how = training_gamma(cfg, info, threshold_json, psa.get("calibrate_to"))
+    ids = info.ids(split)
+    net = AffinityNet.from_checkpoint(load_checkpoint(psa_ckpt)).to(dev).eval()
+    gamma, t, how = preset_gamma(threshold, tuning_split, guarded or {}, info, threshold_json,
+                                 psa.get("calibrate_to"))
     log.info("PSA random walk: CAMs ** %.3f (threshold %.2f %s), alpha %s, beta %s, %d steps",
              gamma, t, how, walk["alpha"], walk["beta"], 2 ** int(walk["logt"]))
     target = LabelDir(out_dir, {"psa": file_digest(psa_ckpt), "cams": cam_file_identity(cam_path),
                                 "dataset": file_digest(dataset_json), "ids": ids, "walk": dict(walk),
-                                "gamma": gamma, "amp": str(amp)})
+                                "gamma": gamma, "amp": str(amp_t)})
     with CamStore(cam_path) as store:
         for image_id in tqdm(target.todo(ids), desc="PSA masks", unit="img", **tqdm_kwargs()):
             rec = store[image_id]
@@ -573,6 +627,6 @@ def make_psa_masks(cfg: Config, dataset_json: str | os.PathLike, psa_ckpt: str |
                                    f"but its image is {image.shape[:2]}")
             cams = calibrate(rec.high_res.astype(np.float32), gamma)
             write_label(target.partial / f"{image_id}.png",
-                        pseudo_label(net, image, cams, rec.keys, walk, device, amp))
+                        pseudo_label(net, image, cams, rec.keys, walk, dev, amp_t))
     target.finish()
     return len(ids)

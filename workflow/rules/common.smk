@@ -313,10 +313,7 @@ def table5_chain(method):
             [] if spec.get("advcam") else [benchmark_path("make_cam", method, split)]
         ),
         "refinement": (
-            [
-                benchmark_path(r, method)
-                for r in ("ir_labels", "train_irn", "pseudo_masks")
-            ]
+            [benchmark_path(r, method) for r in REFINER_RULES[SEGMENTATION_REFINER]]
             if refined
             else []
         ),
@@ -339,7 +336,7 @@ def table5_inputs(wildcards=None):
     for m in METHODS:
         out.append(seed_cam_path(m, DATASET["seed_split"]))
         if m in REFINE_METHODS:
-            out.append(pseudo_mask_dir(m))
+            out.append(pseudo_mask_dir(m, SEGMENTATION_REFINER))
     return out
 
 
@@ -411,11 +408,11 @@ def coco_annotations():
     return [os.path.join(root, s["annotations"]) for s in coco["splits"].values()]
 
 
-# -- Refinement: seed CRF and IRN (workflow/rules/refine.smk) ---------------------------
+# -- Refinement: seed CRF (workflow/rules/refine.smk), refiners (refine_<name>.smk) -----
 
 
 def refine_methods():
-    """Seed methods refined by CRF and IRN (config refine.methods), in that order."""
+    """Seed methods refined by CRF and every refiner (config refine.methods), in that order."""
     unknown = [m for m in config["refine"]["methods"] if m not in config["methods"]]
     if unknown:
         raise ValueError(
@@ -426,10 +423,52 @@ def refine_methods():
 
 REFINE_METHODS = refine_methods()
 
+# The refiners: a rule file workflow/rules/refine_<name>.smk each (docs/refiners.md,
+# "Adding a third refiner"), and the rules of its chain from CAMs to pseudo masks, in
+# order (Table 5 times the chain of segmentation.refiner).
+REFINER_RULES = {
+    "irn": ["ir_labels", "train_irn", "pseudo_masks"],
+    "psa": ["psa_labels", "train_psa", "psa_masks"],
+}
+
+
+def refiners():
+    """Config refine.refiners, each a known refiner with its config section."""
+    names = list(config["refine"].get("refiners", ["irn"]))
+    for name in names:
+        if name not in REFINER_RULES:
+            raise ValueError(
+                f"config key refine.refiners names {name!r}, which is no refiner (known: "
+                f"{', '.join(REFINER_RULES)}; docs/refiners.md says how to add one)"
+            )
+        if name not in config:
+            raise ValueError(
+                f"config key refine.refiners lists {name!r} but the config has no {name!r} "
+                "section (its settings; config/config.yaml has one to copy)"
+            )
+    if len(set(names)) != len(names):
+        raise ValueError(f"config key refine.refiners repeats a refiner: {names}")
+    if REFINE_METHODS and not names:
+        raise ValueError(
+            "config key refine.refiners is empty but refine.methods is not: name a refiner "
+            "(irn, psa), or empty refine.methods"
+        )
+    return names
+
+
+REFINERS = refiners()
+
+
+def refiner_section(name):
+    """A refiner's config section, {} when the config has none (its rules are then
+    never planned: refiners() requires the section of every refiner it lists)."""
+    return config.get(name) or {}
+
+
 # Thresholds (docs/method.md, "What ground truth reaches what"): the oracle one (best seed
 # mIoU against the evaluated split's own masks) is reported only; the preset one
 # (refine.threshold: a number, or "tuned" on dataset.tuning_split by rule
-# tune_threshold) is the only one that reaches IR labels, IRN and DeepLab.
+# tune_threshold) is the only one that reaches the refiners and DeepLab.
 TUNING_SPLIT = DATASET.get("tuning_split")
 PRESET_TUNED = config["refine"]["threshold"] == "tuned"
 if PRESET_TUNED and not TUNING_SPLIT:
@@ -458,6 +497,7 @@ if TUNING_SPLIT:
 
 wildcard_constraints:
     choice="oracle|preset",
+    refiner="|".join(REFINER_RULES),
 
 
 def tuned_outputs(method):
@@ -517,25 +557,54 @@ def ir_label_dir(method):
     return refine_path(method, "ir_labels", DATASET["train_split"])
 
 
-def pseudo_mask_dir(method):
-    """IRN pseudo masks of the training split (palette PNGs), what segmentation trains on."""
-    return refine_path(method, "masks", DATASET["train_split"])
+def psa_score_dir(method):
+    """PSA's affinity labels: low- and high-alpha CRF scores per training image (.npz)."""
+    return refine_path(method, "psa", "scores", DATASET["train_split"])
 
 
-def mask_json(method, split):
-    return refine_path(method, "masks", f"{split}.json")
+def pseudo_mask_dir(method, refiner):
+    """A refiner's pseudo masks of the training split (palette PNGs); those of
+    segmentation.refiner train DeepLab."""
+    return refine_path(method, refiner, "masks", DATASET["train_split"])
+
+
+def mask_json(method, refiner, split):
+    return refine_path(method, refiner, "masks", f"{split}.json")
+
+
+def mask_threshold_params(wildcards):
+    """eval_mask's record of how a refiner's masks set their background."""
+    return {"refiner": wildcards.refiner, "section": refiner_section(wildcards.refiner)}
+
+
+# The splits a tuning split must share no image with (esol.refine.guarded_splits).
+GUARDED_SPLITS = {
+    "dataset.train_split": DATASET["train_split"],
+    "dataset.seed_split": DATASET["seed_split"],
+    "segmentation.eval_split": config["segmentation"]["eval_split"],
+}
+# What the rules feeding training get of the preset threshold (esol.refine.preset_gamma).
+PRESET_PARAMS = {
+    "threshold": config["refine"]["threshold"],
+    "tuning_split": TUNING_SPLIT,
+    "guarded": GUARDED_SPLITS,
+}
 
 
 def table1_inputs():
+    """Table 1's files; per refiner r, masks_<r> and mask_dirs_<r> (one per method)."""
     split = DATASET["seed_split"]
+    per_refiner = {}
+    for r in REFINERS:
+        per_refiner[f"masks_{r}"] = [mask_json(m, r, split) for m in REFINE_METHODS]
+        per_refiner[f"mask_dirs_{r}"] = [pseudo_mask_dir(m, r) for m in REFINE_METHODS]
     return {
         "seeds": [seed_outputs(m)["json"] for m in REFINE_METHODS],
         "crfs": [crf_json(m, split, "oracle") for m in REFINE_METHODS],
         "crfs_preset": [crf_json(m, split, "preset") for m in REFINE_METHODS],
-        "masks": [mask_json(m, split) for m in REFINE_METHODS],
         "cams": [seed_cam_path(m, split) for m in REFINE_METHODS],
         "crf_dirs": [crf_dir(m, split, "oracle") for m in REFINE_METHODS],
-        "mask_dirs": [pseudo_mask_dir(m) for m in REFINE_METHODS],
+        **per_refiner,
     }
 
 
@@ -560,6 +629,13 @@ for _m in SEGMENTATION["methods"]:
             f"config key segmentation.methods names {_m!r}, which has no pseudo masks: "
             f"add it to refine.methods ({REFINE_METHODS})"
         )
+# Whose pseudo masks train the DeepLab rows (and whose chain Table 5 times).
+SEGMENTATION_REFINER = SEGMENTATION.get("refiner", "irn")
+if (SEGMENTATION["methods"] or ADVCAM_METHODS) and SEGMENTATION_REFINER not in REFINERS:
+    raise ValueError(
+        f"config key segmentation.refiner is {SEGMENTATION_REFINER!r}, which is not in "
+        f"refine.refiners ({REFINERS})"
+    )
 
 
 wildcard_constraints:
@@ -602,14 +678,16 @@ def report_extra_outputs():
 
 def segmentation_label_dir(wildcards):
     """Where a label source's training masks are read: None = the dataset's own masks."""
-    return None if wildcards.source == "gt" else pseudo_mask_dir(wildcards.source)
+    if wildcards.source == "gt":
+        return None
+    return pseudo_mask_dir(wildcards.source, SEGMENTATION_REFINER)
 
 
 def segmentation_labels(wildcards):
     """The files a label source's masks come from (the generated dataset for gt)."""
     if wildcards.source == "gt":
         return dataset_inputs(wildcards)
-    return [pseudo_mask_dir(wildcards.source)]
+    return [pseudo_mask_dir(wildcards.source, SEGMENTATION_REFINER)]
 
 
 def segmentation_init(wildcards):
@@ -645,14 +723,15 @@ def history_path(stage):
 
 def training_histories():
     """History CSVs of every training job of the run, in pipeline order: classifier,
-    Expansion per distinct setting, Shrinkage per method, IRN per refined method, DeepLab
-    per label source (the report plots one figure of curves per stage)."""
+    Expansion per distinct setting, Shrinkage per method, each refiner's network per
+    refined method, DeepLab per label source (the report plots one figure of curves per
+    stage)."""
     return [
         history_path(stage)
         for stage in ["classifier"]
         + [f"expansion_{t}" for t in sorted(EXPANSIONS)]
         + [f"shrinkage_{m}" for m in METHODS if VARIANTS[m]["shrinkage"]]
-        + [f"irn_{m}" for m in REFINE_METHODS]
+        + [f"{r}_{m}" for r in REFINERS for m in REFINE_METHODS]
         + [f"deeplab_{s}" for s in SEG_SOURCES]
     ]
 
@@ -679,6 +758,9 @@ PIPELINE_RULES = [
     "ir_labels",
     "train_irn",
     "pseudo_masks",
+    "psa_labels",
+    "train_psa",
+    "psa_masks",
     "eval_mask",
     "table1",
     "table5",

@@ -1,9 +1,11 @@
-# Refinement of the seeds (the paper's Table 1): dense CRF on the seeds, and IRN
-# (Ahn et al. CVPR 2019) from confident seed regions to random-walk pseudo masks.
-# Every method in config refine.methods gets Seed / CRF / Mask from one CAM file.
-# What trains (ir_labels -> train_irn -> pseudo_masks -> DeepLab) reads only the preset
-# threshold (preset_inputs: rule tune_threshold on dataset.tuning_split, or a number
-# in config), never an eval_* result: no mask of the images it labels reaches it.
+# Refinement of the seeds (the paper's Table 1), the rules every refiner shares: dense
+# CRF on the seeds (Table 1's CRF column), the evaluation of a refiner's pseudo masks
+# ({refiner} wildcard) and Table 1. Each refiner of config refine.refiners has its own
+# rule file, refine_<name>.smk, writing pseudo_mask_dir(method, refiner); every method
+# of refine.methods gets Seed / CRF / one Mask per refiner from one CAM file.
+# What trains (a refiner's labels -> its network -> pseudo masks -> DeepLab) reads only
+# the preset threshold (preset_inputs: rule tune_threshold on dataset.tuning_split, or
+# a number in config), never an eval_* result: no mask of the images it labels reaches it.
 
 
 # Evaluation only (Table 1's CRF column), at the oracle and at the preset threshold.
@@ -56,104 +58,16 @@ rule eval_crf:
         "../scripts/eval_crf.py"
 
 
-rule ir_labels:
-    input:
-        dataset=prepared("dataset.json"),
-        cams=cam_path("{method}", DATASET["train_split"]),
-        threshold=preset_inputs,
-    output:
-        labels=directory(ir_label_dir("{method}")),
-    log:
-        log_path("ir_labels", "{method}"),
-    benchmark:
-        benchmark_path("ir_labels", "{method}")
-    conda:
-        "../envs/esol.yaml"
-    threads: DATA_THREADS
-    resources:
-        mem_mb=attempt_scaled(crf_mem_mb()),
-        runtime=attempt_scaled(ir_labels_runtime()),
-    params:
-        code=code_digest("ir_labels.py"),
-        calibrate_to=config["irn"]["calibrate_to"],
-        threshold=config["refine"]["threshold"],
-        labels=config["irn"]["labels"],
-        crf=config["refine"]["crf"],
-        train_split=DATASET["train_split"],
-    script:
-        "../scripts/ir_labels.py"
-
-
-rule train_irn:
-    input:
-        dataset=prepared("dataset.json"),
-        labels=ir_label_dir("{method}"),
-        classifier=model_path("classifier"),
-    output:
-        model=model_path("irn_{method}"),
-        history=f"{RESULTS}/models/irn_{{method}}_history.csv",
-    log:
-        log_path("train_irn", "{method}"),
-    benchmark:
-        benchmark_path("train_irn", "{method}")
-    conda:
-        "../envs/esol.yaml"
-    threads: TORCH_THREADS
-    resources:
-        mem_mb=attempt_scaled(irn_mem_mb()),
-        runtime=attempt_scaled(irn_runtime()),
-        gpu=training_gpus(),
-    params:
-        **RUN_PARAMS,
-        code=code_digest("train_irn.py"),
-        processes=config["gpus_per_job"],
-        train=config["irn"]["train"],
-        model=config["model"],
-        train_split=DATASET["train_split"],
-    script:
-        "../scripts/train_irn.py"
-
-
-rule pseudo_masks:
-    input:
-        dataset=prepared("dataset.json"),
-        model=model_path("irn_{method}"),
-        cams=cam_path("{method}", DATASET["train_split"]),
-        threshold=preset_inputs,
-    output:
-        masks=directory(pseudo_mask_dir("{method}")),
-    log:
-        log_path("pseudo_masks", "{method}"),
-    benchmark:
-        benchmark_path("pseudo_masks", "{method}")
-    conda:
-        "../envs/esol.yaml"
-    threads: TORCH_THREADS
-    resources:
-        mem_mb=attempt_scaled(pseudo_masks_mem_mb()),
-        runtime=attempt_scaled(pseudo_masks_runtime()),
-        gpu=gpus(),
-    params:
-        **INFERENCE_PARAMS,
-        code=code_digest("pseudo_masks.py"),
-        calibrate_to=config["irn"]["calibrate_to"],
-        threshold=config["refine"]["threshold"],
-        random_walk=config["irn"]["random_walk"],
-        train_split=DATASET["train_split"],
-    script:
-        "../scripts/pseudo_masks.py"
-
-
 rule eval_mask:
     input:
         dataset=prepared("dataset.json"),
-        masks=pseudo_mask_dir("{method}"),
+        masks=pseudo_mask_dir("{method}", "{refiner}"),
     output:
-        json=mask_json("{method}", "{split}"),
+        json=mask_json("{method}", "{refiner}", "{split}"),
     log:
-        log_path("eval_mask", "{method}", "{split}"),
+        log_path("eval_mask", "{method}", "{refiner}", "{split}"),
     benchmark:
-        benchmark_path("eval_mask", "{method}", "{split}")
+        benchmark_path("eval_mask", "{method}", "{refiner}", "{split}")
     conda:
         "../envs/esol.yaml"
     threads: 1
@@ -162,8 +76,7 @@ rule eval_mask:
         runtime=attempt_scaled(eval_runtime),
     params:
         code=code_digest("eval_mask.py"),
-        bg_threshold=config["irn"]["random_walk"]["bg_threshold"],
-        calibrate_to=config["irn"]["calibrate_to"],
+        refiner=mask_threshold_params,
     script:
         "../scripts/eval_mask.py"
 
@@ -187,6 +100,7 @@ rule table1:
     params:
         code=code_digest("table1.py"),
         methods=REFINE_METHODS,
+        refiners=REFINERS,
         grid_images=config["refine"]["grid_images"],
     script:
         "../scripts/table1.py"

@@ -299,7 +299,7 @@ def convert_runtime():
     return _minutes(images * image_side() ** 2 * CONVERT_SECONDS_PER_PX / DATA_THREADS)
 
 
-# -- refinement: CRF and IRN (refine.smk) --------------------------------------------
+# -- refinement: CRF and IRN (refine.smk, refine_irn.smk) -------------------------
 
 # Dense CRF (10 mean-field iterations) on one image: 0.06 s for a 165x165 image, measured.
 CRF_SECONDS_PER_PX = 0.06 / 165**2
@@ -362,6 +362,55 @@ def pseudo_masks_runtime():
     )
     network = 60 * (
         inference_runtime(images, side, [1.0], True, backbone_depth()) - MIN_RUNTIME
+    )
+    return _minutes(network / TIME_SAFETY + walk)
+
+
+# PSA (refine_psa.smk): its walk runs at stride 8 on 448-channel features; +72 MB RSS
+# at most for a 500x500 image, 0.8 s for 500x375 on one thread
+# (benchmarks/random_walk_memory.py, psa case).
+PSA_WALK_MB_PER_PX = 72 / 500**2
+PSA_WALK_SECONDS_PER_PX = 0.8 / (500 * 375)
+
+
+def psa_labels_runtime():
+    """Two CRFs per image (low and high alpha) over the training split, as ir_labels."""
+    return ir_labels_runtime()
+
+
+def psa_mem_mb():
+    t = refiner_section("psa").get("train")
+    if not t:
+        return _round_mb(TOOL_PROCESS_MB)
+    return training_mem_mb(
+        t["batch_size"], t["crop"], backbone_depth(), t["num_workers"]
+    )
+
+
+def psa_runtime():
+    t = refiner_section("psa").get("train")
+    if not t:
+        return MIN_RUNTIME
+    return training_runtime(
+        split_size(DATASET["train_split"]), t["epochs"], t["crop"], backbone_depth()
+    )
+
+
+def psa_masks_mem_mb():
+    def need(side):
+        walk = PSA_WALK_MB_PER_PX * side**2
+        return _round_mb(
+            inference_mem_mb(side, [1.0], False, backbone_depth()) + MEM_SAFETY * walk
+        )
+
+    return sized_by_largest_image(need)
+
+
+def psa_masks_runtime():
+    images, side = split_size(DATASET["train_split"]), image_side()
+    walk = images * side**2 * PSA_WALK_SECONDS_PER_PX / (GPU_SPEEDUP if gpus() else 1)
+    network = 60 * (
+        inference_runtime(images, side, [1.0], False, backbone_depth()) - MIN_RUNTIME
     )
     return _minutes(network / TIME_SAFETY + walk)
 
