@@ -52,7 +52,11 @@ def _short_validation_error(err, schema):
     )
     if cause is None:
         return str(err).splitlines()[0]
-    if cause.validator == "oneOf" and isinstance(cause.instance, dict) and cause.context:
+    if (
+        cause.validator == "oneOf"
+        and isinstance(cause.instance, dict)
+        and cause.context
+    ):
         # A method is an external one or a network one (methods.<m>): report the error
         # of the kind the entry means, not "valid under none of the given schemas".
         branch = 0 if "external" in cause.instance else 1
@@ -277,7 +281,9 @@ def external_manifest(wildcards):
     path = EXTERNAL_METHODS[wildcards.method]
     if os.path.isdir(path):
         with os.scandir(path) as entries:
-            files = sorted((e.name, e.stat()) for e in entries if e.name.endswith(".npy"))
+            files = sorted(
+                (e.name, e.stat()) for e in entries if e.name.endswith(".npy")
+            )
     else:
         files = [(os.path.basename(path), os.stat(path))]
     h = hashlib.sha1()
