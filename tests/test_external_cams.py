@@ -14,6 +14,7 @@ from esol.cam import CamStore, make_cams
 from esol.cam_io import export_irn_npy, import_external
 from esol.data.voc import prepare_dataset
 from esol.evaluate import evaluate_seeds
+from esol.report import baseline_method, paper_table6
 from esol.utils import DatasetError
 from test_cam import KnownNet
 from test_workflow import SNAKEMAKE
@@ -163,3 +164,13 @@ def test_unknown_key_of_an_external_method_is_named(tmp_path):
     assert run.returncode != 0
     out = run.stdout + run.stderr
     assert "config: unknown key methods.myseeds.extrenal_typo" in out, out[-2000:]
+
+
+def test_an_external_method_is_neither_the_baseline_nor_a_paper_row():
+    # As common.smk's METHOD_SPECS gives it to compare_seeds: every switch off.
+    off = dict.fromkeys(["expansion_offsets", "clipping", "shrinkage", "shrinkage_offsets",
+                         "area_loss"], False)
+    methods = {"myseeds": {**off, "external": "cams/"}, "cam": off}
+    assert paper_table6(methods["myseeds"]) is None
+    assert paper_table6(off) == 48.4
+    assert baseline_method(methods) == "cam"
