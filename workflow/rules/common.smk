@@ -141,7 +141,7 @@ from esol.sweeps import (
 from esol.sources import source_digest
 
 # External seed methods (methods.<m>.external): CAMs from files (rule import_cams), no
-# network of ours, so every Table 6 switch off; METHOD_SPECS is config methods so.
+# network of ours, so every Table 6 switch is off: METHOD_SPECS fills them in.
 EXTERNAL_METHODS = {
     m: os.path.expanduser(str(s["external"]))
     for m, s in config["methods"].items()
