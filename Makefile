@@ -18,6 +18,9 @@ $(STAMP): pyproject.toml
 		{ echo "Python >= 3.11 is needed (found $$($(PYTHON) --version)); set PYTHON=..."; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	@# opencv-contrib-python-headless replaced opencv-python-headless (cv2.saliency); both
+	@# install cv2/, so an older venv drops the plain one first.
+	$(BIN)/python -m pip uninstall --quiet -y opencv-python-headless 2>/dev/null || true
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $@
 

@@ -10,6 +10,10 @@ exactly this, so :func:`export_irn_npy` lets CAMs made here feed that code, and
 :func:`import_irn_npy` brings CAMs made elsewhere into the store
 (:mod:`esol.cam` documents the store; its keys are 1-based mask values).
 
+:func:`import_external` is rule ``import_cams``: a method declared ``{external: <path>}`` in
+config gets its CAM file of a split from such a folder, or from one of our HDF5 CAM
+files, checked image by image against the prepared dataset.
+
 Command line::
 
     python -m esol.cam_io export results/synthetic/cams/esol/train.h5 out_dir/
@@ -28,7 +32,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from PIL import Image
+
 from esol.cam import CamRecord, CamStore, strided_size, write_cams
+from esol.data.voc import DatasetInfo
+from esol.engine import fingerprint
 from esol.utils import DatasetError
 
 log = logging.getLogger(__name__)
@@ -118,6 +126,80 @@ def import_irn_npy(npy_dir: str | os.PathLike, out_path: str | os.PathLike, ids:
 
     meta = {"source": f"external IRN npy: {npy_dir}", **(attrs or {})}
     write_cams(out_path, records(), total=len(ids), attrs=meta)
+    return len(ids)
+
+
+def _check_record(rec: CamRecord, image_id: str, where: str, info: DatasetInfo, split: str) -> None:
+    """A record's classes against the dataset's (and the image label's) and its maps'
+    size against the image's: a CAM of another class set or resolution would make every
+    later stage score the wrong pixels."""
+    k = info.num_classes
+    if rec.keys.size and (rec.keys.min() < 1 or rec.keys.max() > k):
+        raise DatasetError(f"{where}: class index {int(rec.keys.max()) - 1} outside 0..{k - 1} "
+                           f"(the dataset has {k} classes)")
+    labels = info.labels.get(split)
+    if labels is not None and sorted(rec.keys.tolist()) != sorted(labels[image_id]):
+        raise DatasetError(f"{where}: classes {sorted((rec.keys - 1).tolist())} differ from the "
+                           f"image label {sorted(c - 1 for c in labels[image_id])} (0-based)")
+    with Image.open(info.layout.image(image_id)) as im:
+        size = (im.height, im.width)
+    if tuple(rec.high_res.shape[1:]) != size:
+        raise DatasetError(f"{where}: high_res is {tuple(rec.high_res.shape[1:])} but image "
+                           f"{image_id!r} is {size} (height, width)")
+
+
+def import_external(source: str | os.PathLike, out_path: str | os.PathLike,
+                    dataset_json: str | os.PathLike, split: str, manifest: str = "") -> int:
+    """Rule ``import_cams``: the CAM file of ``split`` from an external source.
+
+    ``source`` is a folder of IRN ``.npy`` files (``<id>.npy``, IRN's ``make_cam.py``
+    format) or one of the pipeline's HDF5 CAM files holding at least the split's images.
+    Every image of the split must be there (the first missing one is named); each record's
+    classes must be the image label's and its ``high_res`` the image's size. ``manifest``
+    identifies the source's files (the rule's param: names, sizes, mtimes); it goes into
+    the file's ``inputs`` attribute, which what reads the file fingerprints.
+    """
+    info = DatasetInfo.from_json(dataset_json)
+    ids = info.ids(split)
+    src = Path(os.path.expanduser(source))
+    inputs = {"source": str(src), "manifest": manifest, "split": split, "ids": ids}
+    attrs = {"source": f"external: {src}", "inputs": fingerprint(inputs)}
+    Path(out_path).parent.mkdir(parents=True, exist_ok=True)
+    if src.is_dir():
+        missing = [i for i in ids if not (src / f"{i}.npy").is_file()]
+        if missing:
+            raise DatasetError(f"external CAMs: {len(missing)} of {len(ids)} images of {split!r} "
+                               f"have no file in {src}, first {src / (missing[0] + '.npy')}")
+
+        def records() -> Iterator[tuple[str, CamRecord]]:
+            for image_id in ids:
+                path = src / f"{image_id}.npy"
+                rec = read_irn_npy(path)
+                _check_record(rec, image_id, str(path), info, split)
+                yield image_id, rec
+
+        write_cams(out_path, records(), total=len(ids), attrs=attrs)
+        return len(ids)
+    if not src.is_file():
+        raise DatasetError(f"external CAMs: {src} is neither a folder of IRN .npy files nor a "
+                           "CAM file (.h5)")
+    with CamStore(src) as store:
+        missing = [i for i in ids if i not in store]
+        if missing:
+            raise DatasetError(f"external CAMs: {len(missing)} of {len(ids)} images of {split!r} "
+                               f"are not in {src}, first {missing[0]!r}")
+
+        def stored() -> Iterator[tuple[str, CamRecord]]:
+            for image_id in ids:
+                rec = store[image_id]
+                where = f"{src} [{image_id}]"
+                if rec.cam.shape[0] != rec.keys.size or rec.high_res.shape[0] != rec.keys.size:
+                    raise DatasetError(f"{where}: {rec.keys.size} keys but cam {rec.cam.shape} "
+                                       f"and high_res {rec.high_res.shape}")
+                _check_record(rec, image_id, where, info, split)
+                yield image_id, rec
+
+        write_cams(out_path, stored(), total=len(ids), attrs=attrs)
     return len(ids)
 
 

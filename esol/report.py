@@ -38,8 +38,9 @@ PAPER_TABLE6: dict[tuple[bool, ...], tuple[str, float]] = {
 
 def paper_table6(spec: Mapping[str, Any]) -> float | None:
     """The paper's Table 6 seed mIoU (%) of a method's switches; None for a variant that
-    overrides a stage setting (the paper's rows use its defaults) or has no row."""
-    if spec.get("overrides") or spec.get("advcam"):
+    overrides a stage setting (the paper's rows use its defaults), has no row, or is an
+    external method (CAMs from other code, every switch off but not the paper's baseline)."""
+    if spec.get("overrides") or spec.get("advcam") or spec.get("external"):
         return None
     row = PAPER_TABLE6.get(tuple(bool(spec[k]) for k, _ in SWITCHES))
     return row[1] if row else None

@@ -34,6 +34,7 @@ import numpy as np
 from esol.data.voc import DatasetInfo, read_image, read_label
 from esol.evaluate import GROUND_TRUTH_255, PREDICTION_255, ground_truth_source, read_sweep_csv
 from esol.tables import markdown, write_csv
+from esol.saliency import SOURCE_SUFFIX
 from esol.utils import atomic_path
 
 log = logging.getLogger(__name__)
@@ -62,7 +63,11 @@ def _copy(src: str | os.PathLike, dst: str | os.PathLike) -> None:
 # -- Table 3: segmentation ------------------------------------------------------
 
 def source_label(source: str) -> str:
-    return "ground truth (fully supervised)" if source == GT else f"`{source}` pseudo masks"
+    if source == GT:
+        return "ground truth (fully supervised)"
+    if source.endswith(SOURCE_SUFFIX):  # Table 4's rows "with S" (esol/saliency.py)
+        return f"`{source[: -len(SOURCE_SUFFIX)]}` pseudo masks + saliency (S)"
+    return f"`{source}` pseudo masks"
 
 
 def table3_rows(evaluations: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -246,6 +251,16 @@ def provenance_rows(config: Mapping[str, Any], info: DatasetInfo,
          "ground_truth": f"`{train_split}`: the classes present in each mask (as IRN's cls_labels)",
          "threshold": "none", "prediction_255": "–"},
     ]
+    if seg.get("saliency"):
+        sal = config["saliency"]
+        maps = ("OpenCV's fine-grained static saliency of each image" if sal["source"] == "classical"
+                else f"the maps in `{sal['source']}`")
+        rows.append({"number": "Table 3 training labels, rows with saliency (S)",
+                     "ground_truth": f"none of `{train_split}`; as the pseudo-mask rows, plus {maps}",
+                     "threshold": f"saliency / 255 > {sal['threshold']} is salient, fixed in config "
+                                  "(saliency.threshold)",
+                     "prediction_255": "salient pixels the pseudo mask calls background are ignored "
+                                       "by the loss"})
     if tuning:
         rows.append({"number": "Preset threshold (rule tune_threshold), never reported as a score",
                      "ground_truth": gt(tuning),

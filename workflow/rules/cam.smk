@@ -54,6 +54,43 @@ if SHARDS > 1:
             "../scripts/gather_cams.py"
 
 
+# External seed methods (config methods.<m>.external): their CAM file of a split comes
+# from a folder of IRN .npy files or an HDF5 CAM file, imported and checked once; from
+# there on they are methods like any other. Chosen over our networks' producers.
+ruleorder: import_cams > make_cam
+
+
+if SHARDS > 1:
+
+    ruleorder: import_cams > gather_cams
+
+
+rule import_cams:
+    input:
+        dataset=prepared("dataset.json"),
+    output:
+        cams=cam_path("{method}", "{split}"),
+    log:
+        log_path("import_cams", "{method}", "{split}"),
+    benchmark:
+        benchmark_path("import_cams", "{method}", "{split}")
+    wildcard_constraints:
+        method="|".join(re.escape(m) for m in EXTERNAL_METHODS) or "no_external_method",
+    conda:
+        "../envs/esol.yaml"
+    threads: 1
+    resources:
+        mem_mb=attempt_scaled(eval_mem_mb()),
+        runtime=attempt_scaled(eval_runtime),
+    params:
+        code=code_digest("import_cams.py"),
+        source=external_source,
+        # Names, sizes and mtimes of the source's files: an edit there reimports.
+        manifest=external_manifest,
+    script:
+        "../scripts/import_cams.py"
+
+
 # Evaluation: the oracle threshold (best against the split's own masks) and the
 # figures at the preset one. Nothing that trains reads its output.
 rule eval_seed:

@@ -52,6 +52,16 @@ def _short_validation_error(err, schema):
     )
     if cause is None:
         return str(err).splitlines()[0]
+    if (
+        cause.validator == "oneOf"
+        and isinstance(cause.instance, dict)
+        and cause.context
+    ):
+        # A method is an external one or a network one (methods.<m>): report the error
+        # of the kind the entry means, not "valid under none of the given schemas".
+        branch = 0 if "external" in cause.instance else 1
+        mine = [e for e in cause.context if e.relative_schema_path[0] == branch]
+        cause = mine[0] if mine else cause
     where = ".".join(str(p) for p in cause.absolute_path) or "(top level)"
     if cause.validator in (
         "additionalProperties",
@@ -85,6 +95,23 @@ def _schema_keys(node, root):
 
 validate_config(config, "schemas/config.schema.yaml")
 
+
+def validate_external_methods(cfg):
+    """Each external seed method's source exists: a folder (IRN .npy files) or a .h5 file."""
+    for m, spec in cfg["methods"].items():
+        path = spec.get("external")
+        if path is None:
+            continue
+        path = os.path.expanduser(str(path))
+        if not (os.path.isdir(path) or (os.path.isfile(path) and path.endswith(".h5"))):
+            raise WorkflowError(
+                f"config key methods.{m}.external: {path} is neither a folder of IRN .npy "
+                "files nor an HDF5 CAM file (.h5)"
+            )
+
+
+validate_external_methods(config)
+
 # Entry scripts import the esol library from this checkout (the folder above
 # workflow/), whatever environment runs them (the project's venv, a --sdm conda env, a
 # cluster node): set, never required.
@@ -104,6 +131,7 @@ SPLITS = DATASET["splits"] + DATASET.get("test_splits", [])
 # (stdlib only), whatever esol the running Python has installed.
 sys.path.insert(0, REPO_ROOT)
 from esol.sweeps import (
+    SWITCH_KEYS,
     check_overrides,
     effective_section,
     expand_sweeps,
@@ -112,16 +140,33 @@ from esol.sweeps import (
 )
 from esol.sources import source_digest
 
+# External seed methods (methods.<m>.external): CAMs from files (rule import_cams), no
+# network of ours, so every Table 6 switch is off: METHOD_SPECS fills them in.
+EXTERNAL_METHODS = {
+    m: os.path.expanduser(str(s["external"]))
+    for m, s in config["methods"].items()
+    if "external" in s
+}
+METHOD_SPECS = {
+    m: ({**dict.fromkeys(SWITCH_KEYS, False), **s} if m in EXTERNAL_METHODS else s)
+    for m, s in config["methods"].items()
+}
 for _m, _spec in config["methods"].items():
     check_overrides(f"methods.{_m}.overrides", _spec.get("overrides") or {})
 # Sweeps (Figure 6) add variants of a base method; VARIANTS = Table 6's methods + those.
 SWEEPS = config.get("sweeps") or {}
+for _s, _sweep in SWEEPS.items():
+    if _sweep["base"] in EXTERNAL_METHODS:
+        raise ValueError(
+            f"config key sweeps.{_s}.base: {_sweep['base']!r} is an external method, "
+            "which has no stage setting to sweep"
+        )
 SWEEP_VARIANTS, SWEEP_MEMBERS = expand_sweeps(
-    config["methods"],
+    METHOD_SPECS,
     SWEEPS,
     {"expansion": config["expansion"], "shrinkage": config["shrinkage"]},
 )
-VARIANTS = {**config["methods"], **SWEEP_VARIANTS}
+VARIANTS = {**METHOD_SPECS, **SWEEP_VARIANTS}
 
 
 def method_section(method, stage):
@@ -225,6 +270,28 @@ def user_dataset_manifest():
     return h.hexdigest()
 
 
+def external_source(wildcards):
+    """An external method's CAM source: a folder of IRN .npy files or a .h5 file."""
+    return EXTERNAL_METHODS[wildcards.method]
+
+
+def external_manifest(wildcards):
+    """SHA-1 of the names, sizes and mtimes of an external method's CAM files (a folder's
+    .npy files, or its .h5 file): import_cams' param, so an edit there reimports."""
+    path = EXTERNAL_METHODS[wildcards.method]
+    if os.path.isdir(path):
+        with os.scandir(path) as entries:
+            files = sorted(
+                (e.name, e.stat()) for e in entries if e.name.endswith(".npy")
+            )
+    else:
+        files = [(os.path.basename(path), os.stat(path))]
+    h = hashlib.sha1()
+    for name, st in files:
+        h.update(f"{name}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
 def dataset_inputs(wildcards):
     """What prepare_data reads from other rules: the generated dataset, or a conversion."""
     if DATASET["source"] == "synthetic":
@@ -306,12 +373,18 @@ def table5_chain(method):
     if spec["shrinkage"]:
         stages.append(benchmark_path("train_shrinkage", method))
     refined = method in REFINE_METHODS
+    if method in EXTERNAL_METHODS:
+        cams = [benchmark_path("import_cams", method, split)]
+    elif spec.get("advcam"):
+        cams = []
+    else:
+        cams = [benchmark_path("make_cam", method, split)]
     return {
-        "classifier": [benchmark_path("train_classifier")],
-        "stages": stages,
-        "cams": (
-            [] if spec.get("advcam") else [benchmark_path("make_cam", method, split)]
+        "classifier": (
+            [] if method in EXTERNAL_METHODS else [benchmark_path("train_classifier")]
         ),
+        "stages": stages,
+        "cams": cams,
         "refinement": (
             [benchmark_path(r, method) for r in REFINER_RULES[SEGMENTATION_REFINER]]
             if refined
@@ -622,7 +695,22 @@ def table1_outputs():
 SEGMENTATION = config["segmentation"]
 # Label sources: "gt" (the dataset's own masks, the fully supervised row) and methods
 # whose pseudo masks train a DeepLab.
-SEG_SOURCES = (["gt"] if SEGMENTATION["supervised"] else []) + SEGMENTATION["methods"]
+# Saliency-combined pseudo masks (the paper's Table 4, workflow/rules/saliency.smk):
+# segmentation.saliency gives each segmentation method a second label source,
+# <method>-sal (no method name holds a hyphen), beside its own row.
+SALIENCY = config.get("saliency") or {"source": "none"}
+SALIENCY_ROWS = bool(SEGMENTATION.get("saliency"))
+SAL_SUFFIX = "-sal"
+if SALIENCY_ROWS and SALIENCY["source"] == "none":
+    raise ValueError(
+        "config key segmentation.saliency is true but saliency.source is none: name a "
+        "folder of saliency maps or 'classical'"
+    )
+SEG_SOURCES = (["gt"] if SEGMENTATION["supervised"] else []) + [
+    s
+    for m in SEGMENTATION["methods"]
+    for s in ([m, m + SAL_SUFFIX] if SALIENCY_ROWS else [m])
+]
 for _m in SEGMENTATION["methods"]:
     if _m not in REFINE_METHODS:
         raise ValueError(
@@ -639,7 +727,7 @@ if (SEGMENTATION["methods"] or ADVCAM_METHODS) and SEGMENTATION_REFINER not in R
 
 
 wildcard_constraints:
-    source="|".join(["gt", *METHODS]),
+    source="|".join(["gt", *METHODS, *(m + SAL_SUFFIX for m in METHODS)]),
 
 
 def report_table1_inputs(wildcards=None):
@@ -676,18 +764,36 @@ def report_extra_outputs():
     return out
 
 
+def source_masks(source):
+    """A pseudo-label source's training masks: a method's, or with saliency (-sal)."""
+    if source.endswith(SAL_SUFFIX):
+        return saliency_masks_dir(source[: -len(SAL_SUFFIX)])
+    return pseudo_mask_dir(source, SEGMENTATION_REFINER)
+
+
 def segmentation_label_dir(wildcards):
     """Where a label source's training masks are read: None = the dataset's own masks."""
-    if wildcards.source == "gt":
-        return None
-    return pseudo_mask_dir(wildcards.source, SEGMENTATION_REFINER)
+    return None if wildcards.source == "gt" else source_masks(wildcards.source)
 
 
 def segmentation_labels(wildcards):
     """The files a label source's masks come from (the generated dataset for gt)."""
     if wildcards.source == "gt":
         return dataset_inputs(wildcards)
-    return [pseudo_mask_dir(wildcards.source, SEGMENTATION_REFINER)]
+    return [source_masks(wildcards.source)]
+
+
+def saliency_dir():
+    """The training split's saliency maps: rule saliency_maps' folder (saliency.source
+    classical) or the user's folder."""
+    if SALIENCY["source"] == "classical":
+        return f"{RESULTS}/saliency/maps/{DATASET['train_split']}"
+    return os.path.expanduser(SALIENCY["source"])
+
+
+def saliency_masks_dir(method):
+    """A method's pseudo masks combined with the saliency maps (rule saliency_masks)."""
+    return f"{RESULTS}/saliency/{method}/{DATASET['train_split']}"
 
 
 def segmentation_init(wildcards):
@@ -748,6 +854,7 @@ PIPELINE_RULES = [
     "train_shrinkage",
     "make_cam",
     "make_advcam",
+    "import_cams",
     "gather_cams",
     "tune_threshold",
     "eval_seed",
@@ -764,6 +871,8 @@ PIPELINE_RULES = [
     "eval_mask",
     "table1",
     "table5",
+    "saliency_maps",
+    "saliency_masks",
     "train_segmentation",
     "predict_segmentation",
     "eval_segmentation",
@@ -812,7 +921,12 @@ def sweep_methods(wildcards):
 def sweep_baseline():
     """Table 6's baseline (every switch off): its best threshold is Fig. 6's t0."""
     return next(
-        (m for m, s in config["methods"].items() if not any(switches(s).values())), None
+        (
+            m
+            for m, s in METHOD_SPECS.items()
+            if m not in EXTERNAL_METHODS and not any(switches(s).values())
+        ),
+        None,
     )
 
 

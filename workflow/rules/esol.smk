@@ -116,7 +116,7 @@ rule compare_seeds:
         runtime=attempt_scaled(report_runtime()),
     params:
         code=code_digest("compare_seeds.py"),
-        methods=config["methods"],
+        methods=METHOD_SPECS,
         figures=config["figures"],
         paper=DATASET["source"] == "voc",
     script:

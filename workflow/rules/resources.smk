@@ -477,3 +477,17 @@ def advcam_runtime(wildcards):
     """make_advcam: adv_iter forward-backward passes per scale, each about six of a
     CAM pass (forward, backward, the regulariser's CAM)."""
     return cam_runtime(wildcards) * 6 * config["advcam"]["adv_iter"]
+
+
+# -- saliency (saliency.smk) ---------------------------------------------------------
+
+# OpenCV's fine-grained static saliency: 0.52 s for 80 images of about 160x160, measured
+# (one thread, docs/saliency.md); the combination reads two PNGs and writes one.
+SALIENCY_SECONDS_PER_PX = 0.52 / (80 * 160**2)
+
+
+def saliency_runtime(per_px):
+    """saliency_maps (per_px: the detector's) and saliency_masks (decoding) on the
+    training split."""
+    seconds = split_size(DATASET["train_split"]) * image_side() ** 2 * per_px
+    return _minutes(seconds / DATA_THREADS)
