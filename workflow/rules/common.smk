@@ -354,12 +354,12 @@ def cam_path(method, split):
     return f"{RESULTS}/cams/{method}/{split}.h5"
 
 
-# Per-image rules in config shards jobs (docs/cluster.md, "Scaling out"). A shardable
-# rule writes sharded(<its output>): the output itself when shards is 1, else shard
-# {shard} of N beside it under shards/; its gather rule reads shard_parts(<output>) and
+# Per-image rules in config shards jobs (docs/cluster.md, "Scaling out"). The output of
+# a shardable rule is sharded(<output>), the output itself when shards is 1, else shard
+# {shard} of N beside it under shards/; its gather reads shard_parts(<output>) and
 # writes the output. Logs and benchmarks of a shard end in SHARD_SUFFIX; the script
-# gets params shard=shard_of. CAM files: make_cam + gather_cams; label folders:
-# crf_seed + gather_crf_seed, predict_segmentation + gather_predictions.
+# gets params shard=shard_of. CAM files: make_cam, gather_cams; label folders:
+# crf_seed, gather_crf_seed; predict_segmentation, gather_predictions.
 SHARDS = config["shards"]
 SHARD_SUFFIX = f".shard{{shard}}of{SHARDS}" if SHARDS > 1 else ""
 
@@ -376,7 +376,7 @@ def shard_path(path, shard="{shard}", ext=""):
 
 
 def sharded(path, ext=""):
-    """A shardable rule's output: ``path``, or its shard {shard} when config shards > 1."""
+    """The output of a shardable job: ``path``, or its shard {shard} when shards > 1."""
     return path if SHARDS == 1 else shard_path(path, ext=ext)
 
 

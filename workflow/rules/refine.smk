@@ -16,9 +16,9 @@ rule crf_seed:
     output:
         labels=directory(sharded(crf_dir("{method}", "{split}", "{choice}"))),
     log:
-        log_path("crf_seed", "{method}", "{choice}", "{split}" + SHARD_SUFFIX),
+        log_path("crf_seed", "{method}", "{choice}", f"{{split}}{SHARD_SUFFIX}"),
     benchmark:
-        benchmark_path("crf_seed", "{method}", "{choice}", "{split}" + SHARD_SUFFIX)
+        benchmark_path("crf_seed", "{method}", "{choice}", f"{{split}}{SHARD_SUFFIX}")
     conda:
         "../envs/esol.yaml"
     threads: DATA_THREADS

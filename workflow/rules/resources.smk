@@ -221,7 +221,7 @@ def cam_mem_mb():
 
 
 def shard_size(split, parts=None):
-    """Images one job of a shardable rule handles: its shard of the split (config shards)."""
+    """Images in one shard job's part of a split (config shards)."""
     return math.ceil(split_size(split) / (SHARDS if parts is None else parts))
 
 

@@ -46,9 +46,9 @@ rule predict_segmentation:
         raw=directory(sharded(prediction_dir("{source}", "{split}", "raw"))),
         crf=directory(sharded(prediction_dir("{source}", "{split}", "crf"))),
     log:
-        log_path("predict_segmentation", "{source}", "{split}" + SHARD_SUFFIX),
+        log_path("predict_segmentation", "{source}", f"{{split}}{SHARD_SUFFIX}"),
     benchmark:
-        benchmark_path("predict_segmentation", "{source}", "{split}" + SHARD_SUFFIX)
+        benchmark_path("predict_segmentation", "{source}", f"{{split}}{SHARD_SUFFIX}")
     conda:
         "../envs/esol.yaml"
     threads: TORCH_THREADS
