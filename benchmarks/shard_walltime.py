@@ -13,7 +13,8 @@ Snakemake runs only ``make_cam`` and ``gather_cams`` (``--allowed-rules``; the c
 files count as sources) on ``--cores`` cores: unsharded, one job with all cores as
 threads; sharded, ``--shards`` jobs of ``cores / shards`` threads each, at once, then
 the gather. Runs alternate (unsharded, sharded, ...) ``--repeats`` times; the CAM file
-of each sharded run is compared dataset by dataset with the unsharded one.
+of each sharded run is compared dataset by dataset with the unsharded one (equal up to
+the rounding of float sums over a different number of threads).
 """
 
 from __future__ import annotations
@@ -74,6 +75,8 @@ def main() -> None:
     args = ap.parse_args()
     work = args.work.resolve()
     result: dict = {"cpus": os.cpu_count(), "cores": args.cores, "shards": args.shards,
+                    "threads": {"unsharded": args.cores,
+                                "per_shard": max(1, args.cores // args.shards)},
                     "target": args.target, "load_average_before": os.getloadavg(),
                     "unsharded_seconds": [], "sharded_seconds": []}
     reference = None
@@ -86,8 +89,16 @@ def main() -> None:
         result["sharded_seconds"].append(round(run(work, args.config, args.target, args.shards,
                                                    args.cores), 1))
         gathered = _datasets(work / args.target)
-        result["sharded_equals_unsharded"] = (gathered.keys() == reference.keys() and all(
-            np.array_equal(gathered[k], reference[k]) for k in reference))
+        # The jobs run with different torch thread counts (cores vs cores / shards), which
+        # changes the order of float sums: equal up to rounding, not bit for bit (with equal
+        # thread counts they are: tests/test_shards.py, tests/test_cluster.py).
+        result["same_images"] = gathered.keys() == reference.keys()
+        result["datasets_bit_identical"] = sum(
+            bool(np.array_equal(gathered[k], reference[k])) for k in reference)
+        result["datasets"] = len(reference)
+        result["max_abs_difference"] = max(
+            float(np.abs(gathered[k].astype(np.float64) - reference[k]).max())
+            for k in reference if reference[k].dtype.kind == "f")
         with h5py.File(work / args.target, "r") as f:
             result["images"] = len(f)
         result["load_average_after"] = os.getloadavg()
