@@ -174,7 +174,7 @@ def markdown(result: Mapping) -> str:
     lines += ["", "Critical path (hours) and GPU work (GPU-hours), fp32:", "",
               "| dataset | GPUs | critical path | work |", "|---|---|---|---|"]
     for ds, modes in result["datasets"].items():
-        for r in modes["fp32"]:
+        for r in modes.get("fp32", []):
             lines.append(f"| {ds} | {r['gpus']} | {r['critical_path_hours']:.2f} | "
                          f"{r['work_gpu_hours']:.2f} |")
     return "\n".join(lines) + "\n"
@@ -205,11 +205,11 @@ def main() -> None:
         result["assumptions"]["shards"] = shards
         jobs = stage_jobs(cfg)
         result["datasets"][ds] = {}
+        run = json.loads(Path(measured[ds]).read_text())["modes"] if ds in measured else None
         for mode in MODES:
-            if ds in measured:
-                rates = json.loads(Path(measured[ds]).read_text())["modes"][mode]["images_per_s"]
-            else:
-                rates = recorded_rates(ds, mode)
+            if run is not None and mode not in run:
+                continue  # gpu_measure.py --amp without this mode
+            rates = run[mode]["images_per_s"] if run is not None else recorded_rates(ds, mode)
             result["datasets"][ds][mode] = [
                 project(rates, jobs, g, shards, args.gpus_per_node, args.ddp_efficiency)
                 for g in args.gpus]
