@@ -309,9 +309,7 @@ def table5_chain(method):
     return {
         "classifier": [benchmark_path("train_classifier")],
         "stages": stages,
-        "cams": (
-            [] if spec.get("advcam") else [benchmark_path("make_cam", method, split)]
-        ),
+        "cams": [] if spec.get("advcam") else cam_benchmarks(method, split),
         "refinement": (
             [
                 benchmark_path(r, method)
@@ -321,6 +319,17 @@ def table5_chain(method):
             else []
         ),
     }
+
+
+def cam_benchmarks(method, split):
+    """Benchmark files of the jobs that make a CAM file: make_cam, or its shards and
+    gather_cams (their times add up: the GPU-time a method's CAMs cost)."""
+    if SHARDS == 1:
+        return [benchmark_path("make_cam", method, split)]
+    return [
+        benchmark_path("make_cam", method, f"{split}.shard{k}of{SHARDS}")
+        for k in range(SHARDS)
+    ] + [benchmark_path("gather_cams", method, split)]
 
 
 def table5_kind(method):
