@@ -148,6 +148,20 @@ def test_cam_shards_were_separate_slurm_jobs(cluster, slurm_run, local_run):
     assert all(sorted(parts) == [str(k) for k in range(SHARDS)] for parts in shards.values()), shards
 
 
+def test_slurm_results_equal_the_local_run(slurm_run, local_run):
+    """The sharded cluster run's files equal the unsharded local run's, the gathered CAM
+    files included; its only other files are the CAM shards."""
+    assert slurm_run.returncode == 0, slurm_run.output[-4000:]
+    for name in ("cluster/seeds/table6.md", "cluster/cams/esol/train.h5",
+                 "cluster/models/shrinkage_esol.pt", "cluster/seeds/fig5_grid.png"):
+        assert (slurm_run.results / name).is_file(), name
+    produced = set(result_files(slurm_run))
+    shard_files = {p for p in produced if "/shards/" in p}
+    assert shard_files and all(".shard" in p and p.endswith(f"of{SHARDS}.h5") for p in shard_files)
+    assert differences(local_run, slurm_run, sorted(set(result_files(local_run))
+                                                    | (produced - shard_files))) == []
+
+
 def test_slurm_generic_profile_sends_every_job_through_slurm(cluster, generic_run, local_run,
                                                              record_property):
     record_property("generic_seconds", round(generic_run.seconds, 1))
