@@ -68,3 +68,13 @@ bench-gpu: $(STAMP)
 		--classes-per-image 2 --reps 5 --images 5 --out benchmarks/out/gpu_measure_voc12.json
 	$(BIN)/python benchmarks/gpu_measure.py --config config/coco14.yaml --size 480 640 --classes 80 \
 		--classes-per-image 3 --reps 5 --images 5 --out benchmarks/out/gpu_measure_coco14.json
+
+# Projected wall time on 1, 4 and 16 GPUs from the recorded H100 rates (docs/cluster.md,
+# "Scaling out"; after `make bench-gpu`, the fresh measurements), and DDP vs one process
+# on this machine's CPU. About a minute.
+.PHONY: bench-scaleout
+bench-scaleout: $(STAMP)
+	$(BIN)/python benchmarks/scaleout.py $(if $(wildcard benchmarks/out/gpu_measure_coco14.json),--measured \
+		voc12=benchmarks/out/gpu_measure_voc12.json coco14=benchmarks/out/gpu_measure_coco14.json) \
+		--out benchmarks/out/scaleout.json
+	$(BIN)/python benchmarks/ddp_step.py --out benchmarks/out/ddp_step.json

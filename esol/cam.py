@@ -40,6 +40,7 @@ from esol.data.voc import DatasetInfo, read_image
 from esol.engine import file_digest, fingerprint, resumable, weights_digest
 from esol.integrity import check_finite_map
 from esol.models.esol_net import ESOLNet
+from esol.shards import shard_ids
 from esol.utils import DatasetError, autocast, no_space_path, tqdm_kwargs
 
 log = logging.getLogger(__name__)
@@ -251,17 +252,6 @@ def cam_inputs(net: ESOLNet, info: DatasetInfo, split: str, scales: Sequence[flo
     return {"weights": weights_digest(net), "dataset": hashlib.sha1(data.encode()).hexdigest(),
             "split": split, "scales": [float(s) for s in scales], "flip": bool(flip),
             "amp": str(amp), "attrs": dict(attrs or {})}
-
-
-def shard_ids(ids: Sequence[str], shard: int, shards: int) -> list[str]:
-    """Shard ``shard`` of ``shards`` of a split: every ``shards``-th id from ``shard`` on.
-
-    Strided rather than contiguous, so shards of a split ordered by name (VOC's years,
-    COCO's ids) get a similar mix of image sizes and take similar times.
-    """
-    if not 0 <= shard < shards:
-        raise ValueError(f"shard {shard} of {shards} does not exist")
-    return list(ids)[shard::shards]
 
 
 def make_cams(net: ESOLNet, info: DatasetInfo, split: str, out_path: str | os.PathLike,

@@ -39,6 +39,7 @@ from esol.data.voc import DatasetInfo, read_image, read_label, write_label
 from esol.engine import file_digest
 from esol.evaluate import evaluate_seeds, ground_truth_provenance, write_json, write_sweep_csv
 from esol.labeldir import LabelDir, parallel_map
+from esol.shards import WHOLE, Shard, shard_ids
 from esol.utils import ConfigError, DatasetError, atomic_path, tqdm_kwargs
 
 log = logging.getLogger(__name__)
@@ -260,11 +261,13 @@ def _label_one(image_id: str) -> str:
 
 def _build_dir(kind: str, ids: Sequence[str], dataset_json: str | os.PathLike,
                cam_path: str | os.PathLike, out_dir: str | os.PathLike, params: dict[str, Any],
-               threads: int, desc: str) -> None:
+               threads: int, desc: str, shard: Shard = WHOLE) -> None:
+    """Label the images of ``shard`` of ``ids`` into ``out_dir`` (the whole of ``ids``
+    names the inputs, so the shards of one folder share them)."""
     target = LabelDir(out_dir, {"kind": kind, "ids": list(ids), "params": params,
                                 "dataset": file_digest(dataset_json),
-                                "cams": cam_file_identity(cam_path)})
-    todo = target.todo(list(ids))
+                                "cams": cam_file_identity(cam_path)}, shard)
+    todo = target.todo(shard_ids(ids, *shard))
     args = (kind, str(dataset_json), str(cam_path), str(target.partial), params)
     try:
         for _ in parallel_map(_label_one, todo, threads, desc, initializer=_init_worker,
@@ -278,17 +281,21 @@ def _build_dir(kind: str, ids: Sequence[str], dataset_json: str | os.PathLike,
 
 def crf_seeds(cfg: Config, dataset_json: str | os.PathLike, cam_path: str | os.PathLike,
               split: str, choice: str, threshold_json: str | os.PathLike | None,
-              out_dir: str | os.PathLike, threads: int = 1) -> float:
+              out_dir: str | os.PathLike, threads: int = 1, shard: Shard = WHOLE) -> float:
     """Rule ``crf_seed``: the thresholded seed of every image of ``split`` after the dense
     CRF, as palette PNGs, at the ``oracle`` threshold (``threshold_json`` the method's
     ``eval_seed`` JSON) or the ``preset`` one (its ``tune_threshold`` JSON, or None for
-    a number in config). Evaluation only: nothing trains on these. Returns the threshold."""
+    a number in config). Evaluation only: nothing trains on these. ``shard`` ``(k, n)``:
+    only part k of n of the split, into a shard folder
+    (:func:`esol.labeldir.gather_label_dirs` joins them). Returns the threshold."""
     threshold = crf_threshold(cfg, choice, threshold_json)[0]
     info = DatasetInfo.from_json(dataset_json)
-    log.info("seed CRF on %s at the %s background score %.2f, %d processes", split, choice,
-             threshold, threads)
+    log.info("seed CRF on %s%s at the %s background score %.2f, %d processes", split,
+             "" if shard == WHOLE else f" (shard {shard[0]} of {shard[1]})", choice, threshold,
+             threads)
     _build_dir("crf", info.ids(split), dataset_json, cam_path, out_dir,
-               {"threshold": threshold, "crf": dict(cfg["refine"]["crf"])}, threads, "seed CRF")
+               {"threshold": threshold, "crf": dict(cfg["refine"]["crf"])}, threads, "seed CRF",
+               shard)
     return threshold
 
 

@@ -274,7 +274,7 @@ def extract_cams(cfg: Config, spec: Mapping[str, bool], checkpoint: str | os.Pat
                  dataset_json: str | os.PathLike, split: str, out_path: str | os.PathLike,
                  shard: tuple[int, int] = (0, 1), clip_beta: float | None = None) -> int:
     """Rule ``make_cam``: a method's multi-scale CAMs for one split (method.md section 3),
-    or for shard ``(k, n)`` of it (:func:`esol.cam.shard_ids`). ``clip_beta``: the
+    or for shard ``(k, n)`` of it (:func:`esol.shards.shard_ids`). ``clip_beta``: the
     method's (for a clipping method whose checkpoint does not carry one), else the
     config's ``expansion.clip_beta``."""
     device = select_device(cfg["device"])

@@ -3,10 +3,11 @@
 A one-node SLURM (munged, slurmctld, slurmd; tests/cluster/one_node_slurm.py) is started
 for this module and stopped after it. Five Snakemake runs start at once (the SLURM runs
 mostly wait, so this keeps the module's time near its longest run): the tiny config
-locally, through profiles/slurm and through profiles/slurm-generic, and a config whose
-first rule fails through each profile. Every job must have gone through SLURM (the job
-ids Snakemake logged are in SLURM's own records, COMPLETED, naming the rule) and the
-result files must equal the local run's. A rule that fails on the cluster must make
+locally, through profiles/slurm (with ``shards: 2``: CAM extraction as two shard jobs
+per method and split, and gather_cams) and through profiles/slurm-generic, and a config
+whose first rule fails through each profile. Every job must have gone through SLURM (the
+job ids Snakemake logged are in SLURM's own records, COMPLETED, naming the rule; each
+CAM shard a job of its own) and the result files must equal the local, unsharded run's. A rule that fails on the cluster must make
 Snakemake exit non-zero within FAIL_TIMEOUT seconds. The node declares one GPU backed
 by /dev/null, so a GPU request (--set-resources train_classifier:gpu=1) is really
 scheduled by SLURM; the job still computes on the CPU (device: cpu), so its results
@@ -33,8 +34,9 @@ from conftest import module_scratch
 from cluster.one_node_slurm import OneNodeSlurm
 from cluster.workflow_runs import (FAIL_TIMEOUT, PROFILES, Run, cluster_config, differences,
                                    failing_config, generic_args, generic_submissions,
-                                   local_args, planned_jobs, slurm_args, slurm_submissions,
-                                   squeue_records, start, wait_all)
+                                   local_args, planned_jobs, result_files, slurm_args,
+                                   slurm_job_wildcards, slurm_submissions, squeue_records,
+                                   start, wait_all)
 
 REASON = one_node_slurm.unavailable_reason()
 pytestmark = [pytest.mark.cluster, pytest.mark.slow,
@@ -44,6 +46,7 @@ GPU_RULE = "train_classifier"
 GPU_OVERRIDE = ["--set-resources", f"{GPU_RULE}:gpu=1"]
 CAM_TARGET = "results/cluster/seeds/cam/train.json"
 SEED_TARGET = "results/cluster/seeds/table6.md"
+SHARDS = 2  # the profiles/slurm run extracts CAMs in 2 shard jobs per method and split
 
 
 @pytest.fixture(scope="module")
@@ -64,8 +67,8 @@ def runs(cluster, request, tmp_path_factory) -> Iterator[dict[str, Run]]:
     tmp = next(scratch)
     started = {
         "local": start(tmp / "local", cluster_config(), SEED_TARGET, *local_args()),
-        "slurm": start(tmp / "slurm", cluster_config(), SEED_TARGET, *slurm_args(), *GPU_OVERRIDE,
-                       env=cluster.env()),
+        "slurm": start(tmp / "slurm", {**cluster_config(), "shards": SHARDS}, SEED_TARGET,
+                       *slurm_args(), *GPU_OVERRIDE, env=cluster.env()),
         "slurm-generic": start(tmp / "generic", cluster_config(), CAM_TARGET, *generic_args(),
                                *GPU_OVERRIDE, env=cluster.env()),
     }
@@ -111,10 +114,13 @@ def test_slurm_profile_sends_every_job_through_slurm(cluster, slurm_run, local_r
     record_property("local_seconds", round(local_run.seconds, 1))
     assert slurm_run.returncode == 0, slurm_run.output[-4000:]
     planned = _remote_jobs(planned_jobs(slurm_run.output))
-    assert planned == _remote_jobs(planned_jobs(local_run.output))
+    unsharded = _remote_jobs(planned_jobs(local_run.output))
+    # Sharded: SHARDS make_cam jobs and one gather_cams per CAM file, the rest unchanged.
+    assert planned == unsharded + collections.Counter(
+        {"make_cam": (SHARDS - 1) * unsharded["make_cam"], "gather_cams": unsharded["make_cam"]})
     assert set(planned) == {"generate_synthetic", "prepare_data", "train_classifier",
-                            "train_expansion", "train_shrinkage", "make_cam", "eval_seed",
-                            "compare_seeds"}
+                            "train_expansion", "train_shrinkage", "make_cam", "gather_cams",
+                            "eval_seed", "compare_seeds"}
     submitted = slurm_submissions(slurm_run.output)
     assert collections.Counter(submitted.values()) == planned
     records = squeue_records(cluster)
@@ -125,12 +131,35 @@ def test_slurm_profile_sends_every_job_through_slurm(cluster, slurm_run, local_r
         assert ("gpu:1" in records[jobid]["gres"]) == (rule == GPU_RULE), records[jobid]
 
 
+def test_cam_shards_were_separate_slurm_jobs(cluster, slurm_run, local_run):
+    """Each shard of each CAM file was a SLURM job of its own: SLURM's record of the job
+    (its comment: rule and wildcards method_split_shard) names exactly one shard."""
+    assert slurm_run.returncode == 0, slurm_run.output[-4000:]
+    submitted = slurm_submissions(slurm_run.output)
+    wildcards = slurm_job_wildcards(slurm_run.output)
+    records = squeue_records(cluster)
+    shards: dict[str, list[str]] = collections.defaultdict(list)
+    for jobid, rule in submitted.items():
+        if rule == "make_cam":
+            assert records[jobid]["comment"] == f"rule_make_cam_wildcards_{wildcards[jobid]}"
+            cam_file, shard = wildcards[jobid].rsplit("_", 1)
+            shards[cam_file].append(shard)
+    assert len(shards) == _remote_jobs(planned_jobs(local_run.output))["make_cam"] >= 2
+    assert all(sorted(parts) == [str(k) for k in range(SHARDS)] for parts in shards.values()), shards
+
+
 def test_slurm_results_equal_the_local_run(slurm_run, local_run):
+    """The sharded cluster run's files equal the unsharded local run's, the gathered CAM
+    files included; its only other files are the CAM shards."""
     assert slurm_run.returncode == 0, slurm_run.output[-4000:]
     for name in ("cluster/seeds/table6.md", "cluster/cams/esol/train.h5",
                  "cluster/models/shrinkage_esol.pt", "cluster/seeds/fig5_grid.png"):
         assert (slurm_run.results / name).is_file(), name
-    assert differences(local_run, slurm_run) == []
+    produced = set(result_files(slurm_run))
+    shard_files = {p for p in produced if "/shards/" in p}
+    assert shard_files and all(".shard" in p and p.endswith(f"of{SHARDS}.h5") for p in shard_files)
+    assert differences(local_run, slurm_run, sorted(set(result_files(local_run))
+                                                    | (produced - shard_files))) == []
 
 
 def test_slurm_generic_profile_sends_every_job_through_slurm(cluster, generic_run, local_run,

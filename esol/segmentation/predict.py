@@ -34,10 +34,11 @@ from esol.data import transforms as T
 from esol.data.voc import DatasetInfo, read_image, read_label, write_label
 from esol.engine import file_digest, load_checkpoint, weights_digest
 from esol.integrity import check_finite_map
-from esol.labeldir import LabelDir
+from esol.labeldir import LabelDir, gather_label_dirs
 from esol.learning import check_at_least, checks_config, prediction_figures
 from esol.models.deeplab import DeepLabV2
 from esol.crf import crf_argmax
+from esol.shards import WHOLE, Shard, shard_ids
 from esol.utils import DatasetError, amp_dtype, autocast, select_device, tqdm_kwargs
 
 log = logging.getLogger(__name__)
@@ -87,16 +88,18 @@ def prediction_inputs(net: torch.nn.Module, info: DatasetInfo, split: str, scale
 def predict_split(net: torch.nn.Module, info: DatasetInfo, split: str, raw_dir: str | os.PathLike,
                   crf_dir: str | os.PathLike, scales: Sequence[float], flip: bool,
                   crf_params: Mapping[str, Any], device: torch.device, workers: int = 1,
-                  amp: torch.dtype | None = None, dataset_digest: str | None = None) -> int:
+                  amp: torch.dtype | None = None, dataset_digest: str | None = None,
+                  shard: Shard = WHOLE) -> int:
     """Write ``<id>.png`` predictions of ``split`` without (``raw_dir``) and with CRF.
 
     ``dataset_digest`` identifies the prepared dataset in the resume fingerprint (the
-    image files' manifest is part of ``info`` already).
+    image files' manifest is part of ``info`` already). ``shard`` ``(k, n)``: only part k
+    of n of the split, into shard folders (:func:`gather_predictions` joins them).
     """
-    ids = info.ids(split)
+    ids = shard_ids(info.ids(split), *shard)
     net = net.to(device).eval()
     inputs = prediction_inputs(net, info, split, scales, flip, crf_params, amp, dataset_digest)
-    raw_out, crf_out = LabelDir(raw_dir, inputs), LabelDir(crf_dir, inputs)
+    raw_out, crf_out = LabelDir(raw_dir, inputs, shard), LabelDir(crf_dir, inputs, shard)
     raw_tmp, crf_tmp = raw_out.partial, crf_out.partial
     todo = set(raw_out.todo(ids)) | set(crf_out.todo(ids))
     done = set(ids) - todo
@@ -141,8 +144,11 @@ def predict_split(net: torch.nn.Module, info: DatasetInfo, split: str, raw_dir: 
 
 def predict_segmentation(cfg: Mapping[str, Any], checkpoint: str | os.PathLike,
                          dataset_json: str | os.PathLike, split: str, raw_dir: str | os.PathLike,
-                         crf_dir: str | os.PathLike, workers: int = 1) -> int:
-    """Rule ``predict_segmentation``: a trained DeepLab on one split (with or without masks)."""
+                         crf_dir: str | os.PathLike, workers: int = 1,
+                         shard: Shard = WHOLE) -> int:
+    """Rule ``predict_segmentation``: a trained DeepLab on one split (with or without
+    masks), or on part ``shard`` ``(k, n)`` of it; the check on the predicted classes
+    then waits for the whole split (:func:`gather_predictions`)."""
     p = cfg["segmentation"]["predict"]
     device = select_device(cfg["device"])
     info = DatasetInfo.from_json(dataset_json)
@@ -150,13 +156,29 @@ def predict_segmentation(cfg: Mapping[str, Any], checkpoint: str | os.PathLike,
     if net.arch.num_classes != info.num_classes + 1:
         raise DatasetError(f"{checkpoint} predicts {net.arch.num_classes - 1} classes but the dataset "
                            f"has {info.num_classes}")
-    log.info("predicting %s (%d images) at scales %s%s, CRF %s, %d CRF workers", split,
-             len(info.ids(split)), list(p["scales"]), " + flip" if p["flip"] else "", dict(p["crf"]),
-             workers)
+    log.info("predicting %s (%d images%s) at scales %s%s, CRF %s, %d CRF workers", split,
+             len(shard_ids(info.ids(split), *shard)),
+             "" if shard == WHOLE else f", shard {shard[0]} of {shard[1]}", list(p["scales"]),
+             " + flip" if p["flip"] else "", dict(p["crf"]), workers)
     n = predict_split(net, info, split, raw_dir, crf_dir, p["scales"], p["flip"], p["crf"],
                       device, workers=workers, amp=amp_dtype(cfg["amp"], device),
-                      dataset_digest=file_digest(dataset_json))
-    check_predictions(raw_dir, info.ids(split), checks_config(cfg), f"deeplab[{split}]")
+                      dataset_digest=file_digest(dataset_json), shard=shard)
+    if shard == WHOLE:
+        check_predictions(raw_dir, info.ids(split), checks_config(cfg), f"deeplab[{split}]")
+    return n
+
+
+def gather_predictions(cfg: Mapping[str, Any], dataset_json: str | os.PathLike, split: str,
+                       raw_shards: Sequence[str | os.PathLike],
+                       crf_shards: Sequence[str | os.PathLike], raw_dir: str | os.PathLike,
+                       crf_dir: str | os.PathLike) -> int:
+    """Rule ``gather_predictions``: the shard folders of ``predict_segmentation`` joined
+    into the two folders an unsharded run writes, then its check on the whole split."""
+    ids = DatasetInfo.from_json(dataset_json).ids(split)
+    n = gather_label_dirs(raw_shards, raw_dir, ids)
+    gather_label_dirs(crf_shards, crf_dir, ids)
+    log.info("gathered %d predictions of %s from %d shards", n, split, len(raw_shards))
+    check_predictions(raw_dir, ids, checks_config(cfg), f"deeplab[{split}]")
     return n
 
 

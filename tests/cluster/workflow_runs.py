@@ -190,6 +190,13 @@ def slurm_submissions(output: str) -> dict[str, str]:
     return {m.group(1): m.group(2) for m in pattern.finditer(output)}
 
 
+def slurm_job_wildcards(output: str) -> dict[str, str]:
+    """SLURM job id -> the job's wildcard values joined by "_" (e.g. ``esol_train_1`` for
+    make_cam's method, split and shard), from the slurm plugin's per-job log folder."""
+    pattern = re.compile(r"SLURM jobid (\d+) \(log: \S*/slurm_logs/rule_\w+?/([^/\s]*)/\d+\.log\)")
+    return {m.group(1): m.group(2) for m in pattern.finditer(output)}
+
+
 def generic_submissions(output: str) -> list[str]:
     """SLURM job ids from snakemake-executor-plugin-cluster-generic's log lines."""
     return re.findall(r"Submitted job \d+ with external jobid '(\d+)'", output)

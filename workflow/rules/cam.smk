@@ -32,6 +32,9 @@ rule make_cam:
 
 if SHARDS > 1:
 
+    # AdvCAM methods write their CAM file whole (make_advcam is not sharded).
+    ruleorder: make_advcam > gather_cams
+
     rule gather_cams:
         input:
             dataset=prepared("dataset.json"),

@@ -378,7 +378,7 @@ def table5_chain(method):
     elif spec.get("advcam"):
         cams = []
     else:
-        cams = [benchmark_path("make_cam", method, split)]
+        cams = cam_benchmarks(method, split)
     return {
         "classifier": (
             [] if method in EXTERNAL_METHODS else [benchmark_path("train_classifier")]
@@ -391,6 +391,17 @@ def table5_chain(method):
             else []
         ),
     }
+
+
+def cam_benchmarks(method, split):
+    """Benchmark files of the jobs that make a CAM file: make_cam, or its shards and
+    gather_cams (their times add up: the GPU-time a method's CAMs cost)."""
+    if SHARDS == 1:
+        return [benchmark_path("make_cam", method, split)]
+    return [
+        benchmark_path("make_cam", method, f"{split}.shard{k}of{SHARDS}")
+        for k in range(SHARDS)
+    ] + [benchmark_path("gather_cams", method, split)]
 
 
 def table5_kind(method):
@@ -424,7 +435,12 @@ def cam_path(method, split):
     return f"{RESULTS}/cams/{method}/{split}.h5"
 
 
-# CAM extraction in config shards jobs per method and split (gather_cams joins them).
+# Per-image rules in config shards jobs (docs/cluster.md, "Scaling out"). The output of
+# a shardable rule is sharded(<output>), the output itself when shards is 1, else shard
+# {shard} of N beside it under shards/; its gather reads shard_parts(<output>) and
+# writes the output. Logs and benchmarks of a shard end in SHARD_SUFFIX; the script
+# gets params shard=shard_of. CAM files: make_cam, gather_cams; label folders:
+# crf_seed, gather_crf_seed; predict_segmentation, gather_predictions.
 SHARDS = config["shards"]
 SHARD_SUFFIX = f".shard{{shard}}of{SHARDS}" if SHARDS > 1 else ""
 
@@ -433,23 +449,40 @@ wildcard_constraints:
     shard=r"\d+",
 
 
-def cam_output():
-    """make_cam's output: the CAM file, or one shard of it when config shards > 1."""
-    if SHARDS == 1:
-        return cam_path("{method}", "{split}")
-    return f"{RESULTS}/cams/{{method}}/shards/{{split}}{SHARD_SUFFIX}.h5"
+def shard_path(path, shard="{shard}", ext=""):
+    """Shard ``shard`` of N of an output (a file ending in ``ext``, or a folder)."""
+    head, name = os.path.split(path)
+    stem = name[: -len(ext)] if ext else name
+    return os.path.join(head, "shards", f"{stem}.shard{shard}of{SHARDS}{ext}")
 
 
-def cam_shards(wildcards):
-    return [
-        f"{RESULTS}/cams/{wildcards.method}/shards/{wildcards.split}.shard{k}of{SHARDS}.h5"
-        for k in range(SHARDS)
-    ]
+def sharded(path, ext=""):
+    """The output of a shardable job: ``path``, or its shard {shard} when shards > 1."""
+    return path if SHARDS == 1 else shard_path(path, ext=ext)
+
+
+def shard_parts(path, ext=""):
+    """The N shards a gather rule joins into ``path`` (its wildcards are the gather's)."""
+    return [shard_path(path, k, ext) for k in range(SHARDS)]
 
 
 def shard_of(wildcards):
-    """(k, n): which part of the split a make_cam job extracts."""
+    """(k, n): which part of the split a shard job handles ((0, 1): all of it)."""
     return (int(wildcards.shard), SHARDS) if SHARDS > 1 else (0, 1)
+
+
+def split_of(wildcards):
+    """The split a gather rule's images come from, when its output names one."""
+    return wildcards.split
+
+
+def cam_output():
+    """make_cam's output: the CAM file, or one shard of it when config shards > 1."""
+    return sharded(cam_path("{method}", "{split}"), ".h5")
+
+
+def cam_shards(wildcards):
+    return shard_parts(cam_path(wildcards.method, wildcards.split), ".h5")
 
 
 def seed_outputs(method, split=DATASET["seed_split"]):
@@ -861,6 +894,7 @@ PIPELINE_RULES = [
     "compare_seeds",
     "sweep_figure",
     "crf_seed",
+    "gather_crf_seed",
     "eval_crf",
     "ir_labels",
     "train_irn",
@@ -875,6 +909,7 @@ PIPELINE_RULES = [
     "saliency_masks",
     "train_segmentation",
     "predict_segmentation",
+    "gather_predictions",
     "eval_segmentation",
     "segmentation_submission",
     "report",

@@ -9,17 +9,18 @@
 
 
 # Evaluation only (Table 1's CRF column), at the oracle and at the preset threshold.
+# With config shards > 1, shard {shard} of N per job, joined by gather_crf_seed.
 rule crf_seed:
     input:
         dataset=prepared("dataset.json"),
         cams=seed_cams,
         threshold=crf_threshold_inputs,
     output:
-        labels=directory(crf_dir("{method}", "{split}", "{choice}")),
+        labels=directory(sharded(crf_dir("{method}", "{split}", "{choice}"))),
     log:
-        log_path("crf_seed", "{method}", "{choice}", "{split}"),
+        log_path("crf_seed", "{method}", "{choice}", f"{{split}}{SHARD_SUFFIX}"),
     benchmark:
-        benchmark_path("crf_seed", "{method}", "{choice}", "{split}")
+        benchmark_path("crf_seed", "{method}", "{choice}", f"{{split}}{SHARD_SUFFIX}")
     conda:
         "../envs/esol.yaml"
     threads: DATA_THREADS
@@ -30,8 +31,34 @@ rule crf_seed:
         code=code_digest("crf_seed.py"),
         crf=config["refine"]["crf"],
         threshold=config["refine"]["threshold"],
+        shard=shard_of,
     script:
         "../scripts/crf_seed.py"
+
+
+if SHARDS > 1:
+
+    rule gather_crf_seed:
+        input:
+            dataset=prepared("dataset.json"),
+            shards=shard_parts(crf_dir("{method}", "{split}", "{choice}")),
+        output:
+            labels=directory(crf_dir("{method}", "{split}", "{choice}")),
+        log:
+            log_path("gather_crf_seed", "{method}", "{choice}", "{split}"),
+        benchmark:
+            benchmark_path("gather_crf_seed", "{method}", "{choice}", "{split}")
+        conda:
+            "../envs/esol.yaml"
+        threads: 1
+        resources:
+            mem_mb=attempt_scaled(gather_mem_mb()),
+            runtime=attempt_scaled(gather_runtime),
+        params:
+            code=code_digest("gather_labels.py"),
+            split=split_of,
+        script:
+            "../scripts/gather_labels.py"
 
 
 rule eval_crf:

@@ -220,10 +220,31 @@ def cam_mem_mb():
     )
 
 
-def cam_runtime(wildcards):
+def shard_size(split, parts=None):
+    """Images in one shard job's part of a split (config shards)."""
+    return math.ceil(split_size(split) / (SHARDS if parts is None else parts))
+
+
+def gather_mem_mb():
+    """A gather rule holds one file's metadata at a time (links or copies, no decoding)."""
+    return _round_mb(MEM_SAFETY * TOOL_PROCESS_MB)
+
+
+# Placing one shard's file in the gathered folder: a hard link, or a copy of a label PNG
+# where links fail (an assumption, generous: a few kB per file).
+GATHER_SECONDS_PER_IMAGE = 1e-3
+
+
+def gather_runtime(wildcards):
+    split = getattr(wildcards, "split", None) or DATASET["train_split"]
+    return _minutes(split_size(split) * GATHER_SECONDS_PER_IMAGE)
+
+
+def cam_runtime(wildcards, parts=None):
+    """One make_cam job: its shard of the split (``parts=1``: the whole split)."""
     c = config["cam"]
     return inference_runtime(
-        split_size(wildcards.split),
+        shard_size(wildcards.split, parts),
         image_side(),
         c["scales"],
         c["flip"],
@@ -319,7 +340,8 @@ def crf_mem_mb(side=None):
 
 
 def crf_runtime(wildcards):
-    seconds = split_size(wildcards.split) * image_side() ** 2 * CRF_SECONDS_PER_PX
+    """One crf_seed job: its shard of the split."""
+    seconds = shard_size(wildcards.split) * image_side() ** 2 * CRF_SECONDS_PER_PX
     return _minutes(seconds / DATA_THREADS)
 
 
@@ -454,8 +476,9 @@ def deeplab_predict_mem_mb():
 
 
 def deeplab_predict_runtime(wildcards):
+    """One predict_segmentation job: its shard of the split."""
     p = config["segmentation"]["predict"]
-    images, side = split_size(wildcards.split), image_side()
+    images, side = shard_size(wildcards.split), image_side()
     network = (
         60
         * (
@@ -476,7 +499,7 @@ def tune_runtime(wildcards):
 def advcam_runtime(wildcards):
     """make_advcam: adv_iter forward-backward passes per scale, each about six of a
     CAM pass (forward, backward, the regulariser's CAM)."""
-    return cam_runtime(wildcards) * 6 * config["advcam"]["adv_iter"]
+    return cam_runtime(wildcards, parts=1) * 6 * config["advcam"]["adv_iter"]
 
 
 # -- saliency (saliency.smk) ---------------------------------------------------------

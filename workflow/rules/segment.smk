@@ -37,17 +37,18 @@ rule train_segmentation:
         "../scripts/train_segmentation.py"
 
 
+# With config shards > 1, shard {shard} of N per job, joined by gather_predictions.
 rule predict_segmentation:
     input:
         dataset=prepared("dataset.json"),
         model=deeplab_path("{source}"),
     output:
-        raw=directory(prediction_dir("{source}", "{split}", "raw")),
-        crf=directory(prediction_dir("{source}", "{split}", "crf")),
+        raw=directory(sharded(prediction_dir("{source}", "{split}", "raw"))),
+        crf=directory(sharded(prediction_dir("{source}", "{split}", "crf"))),
     log:
-        log_path("predict_segmentation", "{source}", "{split}"),
+        log_path("predict_segmentation", "{source}", f"{{split}}{SHARD_SUFFIX}"),
     benchmark:
-        benchmark_path("predict_segmentation", "{source}", "{split}")
+        benchmark_path("predict_segmentation", "{source}", f"{{split}}{SHARD_SUFFIX}")
     conda:
         "../envs/esol.yaml"
     threads: TORCH_THREADS
@@ -59,8 +60,35 @@ rule predict_segmentation:
         **INFERENCE_PARAMS,
         code=code_digest("predict_segmentation.py"),
         predict=SEGMENTATION["predict"],
+        shard=shard_of,
     script:
         "../scripts/predict_segmentation.py"
+
+
+if SHARDS > 1:
+
+    rule gather_predictions:
+        input:
+            dataset=prepared("dataset.json"),
+            raw=shard_parts(prediction_dir("{source}", "{split}", "raw")),
+            crf=shard_parts(prediction_dir("{source}", "{split}", "crf")),
+        output:
+            raw=directory(prediction_dir("{source}", "{split}", "raw")),
+            crf=directory(prediction_dir("{source}", "{split}", "crf")),
+        log:
+            log_path("gather_predictions", "{source}", "{split}"),
+        benchmark:
+            benchmark_path("gather_predictions", "{source}", "{split}")
+        conda:
+            "../envs/esol.yaml"
+        threads: 1
+        resources:
+            mem_mb=attempt_scaled(gather_mem_mb()),
+            runtime=attempt_scaled(gather_runtime),
+        params:
+            code=code_digest("gather_predictions.py"),
+        script:
+            "../scripts/gather_predictions.py"
 
 
 rule eval_segmentation:
