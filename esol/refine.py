@@ -313,11 +313,13 @@ def crf_threshold(cfg: Config, choice: str,
 
 def make_ir_labels(cfg: Config, dataset_json: str | os.PathLike, cam_path: str | os.PathLike,
                    out_dir: str | os.PathLike, threads: int = 1,
-                   threshold_json: str | os.PathLike | None = None) -> int:
+                   threshold_json: str | os.PathLike | None = None, shard: Shard = WHOLE) -> int:
     """Rule ``ir_labels``: IRN's confident-region labels for every training image, on the
     maps calibrated by ``irn.calibrate_to`` from the preset threshold
     (:func:`training_gamma`; ``threshold_json`` is the method's ``tune_threshold`` JSON
-    when ``refine.threshold`` is ``tuned``). No ground truth of ``train_split`` is read."""
+    when ``refine.threshold`` is ``tuned``). No ground truth of ``train_split`` is read.
+    ``shard`` ``(k, n)``: only part k of n, into a shard folder (gathered by
+    :func:`esol.labeldir.gather_split`)."""
     labels = cfg["irn"]["labels"]
     if not labels["conf_bg"] < labels["conf_fg"]:
         raise ConfigError(f"irn.labels.conf_bg ({labels['conf_bg']}) must be below irn.labels.conf_fg "
@@ -330,7 +332,7 @@ def make_ir_labels(cfg: Config, dataset_json: str | os.PathLike, cam_path: str |
              len(ids), threads)
     _build_dir("ir", ids, dataset_json, cam_path, out_dir,
                {"conf_fg": labels["conf_fg"], "conf_bg": labels["conf_bg"], "gamma": gamma,
-                "crf": dict(cfg["refine"]["crf"])}, threads, "IR labels")
+                "crf": dict(cfg["refine"]["crf"])}, threads, "IR labels", shard)
     return len(ids)
 
 

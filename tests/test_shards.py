@@ -194,13 +194,14 @@ def _planned(tmp_path, shards):
 def test_dry_run_plans_shard_jobs_and_one_gather_per_method_and_split(tmp_path):
     whole = _planned(tmp_path, 1)  # one job per (method, split[, threshold choice])
     sharded = _planned(tmp_path, 3)
-    for rule, gather in (("make_cam", "gather_cams"), ("crf_seed", "gather_crf_seed"),
-                         ("predict_segmentation", "gather_predictions")):
+    pairs = (("make_cam", "gather_cams"), ("crf_seed", "gather_crf_seed"),
+             ("predict_segmentation", "gather_predictions"), ("ir_labels", "gather_ir_labels"),
+             ("pseudo_masks", "gather_pseudo_masks"), ("psa_masks", "gather_psa_masks"))
+    for rule, gather in pairs:
         assert whole[rule] >= 2 and gather not in whole, rule
         assert sharded[rule] == 3 * whole[rule], rule
         assert sharded[gather] == whole[rule], rule
     # Every other rule runs as often as unsharded.
     rest = {r: n for r, n in sharded.items()
-            if r not in ("make_cam", "gather_cams", "crf_seed", "gather_crf_seed",
-                         "predict_segmentation", "gather_predictions", "total")}
+            if r not in {name for pair in pairs for name in pair} | {"total"}}
     assert rest == {r: n for r, n in whole.items() if r in rest}

@@ -40,6 +40,7 @@ from esol.labeldir import LabelDir, dir_digest
 from esol.learning import check_at_most, checks_config, map_figures
 from esol.models.backbone import ResNetBackbone
 from esol.refine import calibrate, training_gamma
+from esol.shards import WHOLE, Shard, shard_ids
 from esol.models.esol_net import ESOLNet
 from esol.utils import (ConfigError, DatasetError, amp_dtype, autocast, seed_everything,
                         select_device, tqdm_kwargs)
@@ -212,10 +213,12 @@ def pseudo_label(net: IRNet, image: np.ndarray, cams: np.ndarray, keys: np.ndarr
 @torch.no_grad()
 def make_pseudo_masks(cfg: Config, dataset_json: str | os.PathLike, irn_ckpt: str | os.PathLike,
                       cam_path: str | os.PathLike, out_dir: str | os.PathLike,
-                      threshold_json: str | os.PathLike | None = None) -> int:
+                      threshold_json: str | os.PathLike | None = None, shard: Shard = WHOLE) -> int:
     """Rule ``pseudo_masks``: a palette PNG per image of the training split (IRN 4.1),
     walking the CAMs calibrated by ``irn.calibrate_to`` from the preset threshold
-    (``refine.training_gamma``; ``threshold_json`` the method's ``tune_threshold`` JSON)."""
+    (``refine.training_gamma``; ``threshold_json`` the method's ``tune_threshold`` JSON).
+    ``shard`` ``(k, n)``: only part k of n, into a shard folder (gathered by
+    :func:`esol.labeldir.gather_split`)."""
     device = select_device(cfg["device"])
     amp = amp_dtype(cfg["amp"], device)
     walk = cfg["irn"]["random_walk"]
@@ -227,8 +230,8 @@ def make_pseudo_masks(cfg: Config, dataset_json: str | os.PathLike, irn_ckpt: st
              walk["bg_threshold"])
     target = LabelDir(out_dir, {"irn": file_digest(irn_ckpt), "cams": cam_file_identity(cam_path),
                                 "dataset": file_digest(dataset_json), "ids": ids, "walk": walk,
-                                "gamma": gamma, "threshold": t, "amp": str(amp)})
-    todo = target.todo(ids)
+                                "gamma": gamma, "threshold": t, "amp": str(amp)}, shard)
+    todo = target.todo(shard_ids(ids, *shard))
     with CamStore(cam_path) as store:
         for image_id in tqdm(todo, desc="pseudo masks", unit="img", **tqdm_kwargs()):
             rec = store[image_id]

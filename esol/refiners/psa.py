@@ -75,6 +75,7 @@ from esol.models.esol_net import ESOLNet
 from esol.learning import check_at_most, checks_config, map_figures
 from esol.refine import calibrate, preset_gamma
 from esol.refiners import core
+from esol.shards import WHOLE, Shard, shard_ids
 from esol.utils import (ConfigError, DatasetError, amp_dtype, atomic_path, autocast,
                         seed_everything, select_device, tqdm_kwargs)
 
@@ -600,11 +601,12 @@ def make_psa_masks(psa: Config, dataset_json: str | os.PathLike, psa_ckpt: str |
                    threshold: float | str, tuning_split: str | None = None,
                    guarded: Mapping[str, str] | None = None,
                    threshold_json: str | os.PathLike | None = None, device: str = "auto",
-                   amp: str = "fp32") -> int:
+                   amp: str = "fp32", shard: Shard = WHOLE) -> int:
     """Rule ``psa_masks``: a palette PNG per image of ``split`` (the training split),
     walking the CAMs calibrated by ``psa.calibrate_to`` from the preset threshold
     (``threshold``, ``tuning_split``, ``guarded``, ``threshold_json``: as
-    :func:`make_affinity_scores`)."""
+    :func:`make_affinity_scores`). ``shard`` ``(k, n)``: only part k of n, into a shard
+    folder (gathered by :func:`esol.labeldir.gather_split`)."""
     dev = select_device(device)
     amp_t = amp_dtype(amp, dev)
     walk = psa["random_walk"]
@@ -617,9 +619,9 @@ def make_psa_masks(psa: Config, dataset_json: str | os.PathLike, psa_ckpt: str |
              gamma, t, how, walk["alpha"], walk["beta"], 2 ** int(walk["logt"]))
     target = LabelDir(out_dir, {"psa": file_digest(psa_ckpt), "cams": cam_file_identity(cam_path),
                                 "dataset": file_digest(dataset_json), "ids": ids, "walk": dict(walk),
-                                "gamma": gamma, "amp": str(amp_t)})
+                                "gamma": gamma, "amp": str(amp_t)}, shard)
     with CamStore(cam_path) as store:
-        for image_id in tqdm(target.todo(ids), desc="PSA masks", unit="img", **tqdm_kwargs()):
+        for image_id in tqdm(target.todo(shard_ids(ids, *shard)), desc="PSA masks", unit="img", **tqdm_kwargs()):
             rec = store[image_id]
             image = read_image(info.layout.image(image_id))
             if rec.high_res.shape[1:] != image.shape[:2]:

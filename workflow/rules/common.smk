@@ -386,7 +386,11 @@ def table5_chain(method):
         "stages": stages,
         "cams": cams,
         "refinement": (
-            [benchmark_path(r, method) for r in REFINER_RULES[SEGMENTATION_REFINER]]
+            [
+                b
+                for r in REFINER_RULES[SEGMENTATION_REFINER]
+                for b in refiner_benchmarks(r, method)
+            ]
             if refined
             else []
         ),
@@ -402,6 +406,20 @@ def cam_benchmarks(method, split):
         benchmark_path("make_cam", method, f"{split}.shard{k}of{SHARDS}")
         for k in range(SHARDS)
     ] + [benchmark_path("gather_cams", method, split)]
+
+
+# The refiners' per-image rules, sharded like make_cam (gather_<rule> joins them).
+SHARDED_REFINER_RULES = ("ir_labels", "pseudo_masks", "psa_masks")
+
+
+def refiner_benchmarks(rule_name, method):
+    """Benchmark files of a method's refiner job: its shards and their gather when
+    sharded (their times add up), else its one file."""
+    if SHARDS == 1 or rule_name not in SHARDED_REFINER_RULES:
+        return [benchmark_path(rule_name, method)]
+    return [
+        benchmark_path(rule_name, f"{method}.shard{k}of{SHARDS}") for k in range(SHARDS)
+    ] + [benchmark_path(f"gather_{rule_name}", method)]
 
 
 def table5_kind(method):
@@ -897,11 +915,14 @@ PIPELINE_RULES = [
     "gather_crf_seed",
     "eval_crf",
     "ir_labels",
+    "gather_ir_labels",
     "train_irn",
     "pseudo_masks",
+    "gather_pseudo_masks",
     "psa_labels",
     "train_psa",
     "psa_masks",
+    "gather_psa_masks",
     "eval_mask",
     "table1",
     "table5",

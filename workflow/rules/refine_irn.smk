@@ -10,11 +10,11 @@ rule ir_labels:
         cams=cam_path("{method}", DATASET["train_split"]),
         threshold=preset_inputs,
     output:
-        labels=directory(ir_label_dir("{method}")),
+        labels=directory(sharded(ir_label_dir("{method}"))),
     log:
-        log_path("ir_labels", "{method}"),
+        log_path("ir_labels", f"{{method}}{SHARD_SUFFIX}"),
     benchmark:
-        benchmark_path("ir_labels", "{method}")
+        benchmark_path("ir_labels", f"{{method}}{SHARD_SUFFIX}")
     conda:
         "../envs/esol.yaml"
     threads: DATA_THREADS
@@ -28,8 +28,34 @@ rule ir_labels:
         labels=config["irn"]["labels"],
         crf=config["refine"]["crf"],
         train_split=DATASET["train_split"],
+        shard=shard_of,
     script:
         "../scripts/ir_labels.py"
+
+
+if SHARDS > 1:
+
+    rule gather_ir_labels:
+        input:
+            dataset=prepared("dataset.json"),
+            shards=shard_parts(ir_label_dir("{method}")),
+        output:
+            labels=directory(ir_label_dir("{method}")),
+        log:
+            log_path("gather_ir_labels", "{method}"),
+        benchmark:
+            benchmark_path("gather_ir_labels", "{method}")
+        conda:
+            "../envs/esol.yaml"
+        threads: 1
+        resources:
+            mem_mb=attempt_scaled(gather_mem_mb()),
+            runtime=attempt_scaled(gather_runtime),
+        params:
+            code=code_digest("gather_labels.py"),
+            split=DATASET["train_split"],
+        script:
+            "../scripts/gather_labels.py"
 
 
 rule train_irn:
@@ -69,11 +95,11 @@ rule pseudo_masks:
         cams=cam_path("{method}", DATASET["train_split"]),
         threshold=preset_inputs,
     output:
-        masks=directory(pseudo_mask_dir("{method}", "irn")),
+        masks=directory(sharded(pseudo_mask_dir("{method}", "irn"))),
     log:
-        log_path("pseudo_masks", "{method}"),
+        log_path("pseudo_masks", f"{{method}}{SHARD_SUFFIX}"),
     benchmark:
-        benchmark_path("pseudo_masks", "{method}")
+        benchmark_path("pseudo_masks", f"{{method}}{SHARD_SUFFIX}")
     conda:
         "../envs/esol.yaml"
     threads: TORCH_THREADS
@@ -88,5 +114,31 @@ rule pseudo_masks:
         threshold=config["refine"]["threshold"],
         random_walk=config["irn"]["random_walk"],
         train_split=DATASET["train_split"],
+        shard=shard_of,
     script:
         "../scripts/pseudo_masks.py"
+
+
+if SHARDS > 1:
+
+    rule gather_pseudo_masks:
+        input:
+            dataset=prepared("dataset.json"),
+            shards=shard_parts(pseudo_mask_dir("{method}", "irn")),
+        output:
+            labels=directory(pseudo_mask_dir("{method}", "irn")),
+        log:
+            log_path("gather_pseudo_masks", "{method}"),
+        benchmark:
+            benchmark_path("gather_pseudo_masks", "{method}")
+        conda:
+            "../envs/esol.yaml"
+        threads: 1
+        resources:
+            mem_mb=attempt_scaled(gather_mem_mb()),
+            runtime=attempt_scaled(gather_runtime),
+        params:
+            code=code_digest("gather_labels.py"),
+            split=DATASET["train_split"],
+        script:
+            "../scripts/gather_labels.py"

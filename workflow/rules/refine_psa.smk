@@ -68,11 +68,11 @@ rule psa_masks:
         cams=cam_path("{method}", DATASET["train_split"]),
         threshold=preset_inputs,
     output:
-        masks=directory(pseudo_mask_dir("{method}", "psa")),
+        masks=directory(sharded(pseudo_mask_dir("{method}", "psa"))),
     log:
-        log_path("psa_masks", "{method}"),
+        log_path("psa_masks", f"{{method}}{SHARD_SUFFIX}"),
     benchmark:
-        benchmark_path("psa_masks", "{method}")
+        benchmark_path("psa_masks", f"{{method}}{SHARD_SUFFIX}")
     conda:
         "../envs/esol.yaml"
     threads: TORCH_THREADS
@@ -86,5 +86,31 @@ rule psa_masks:
         psa=refiner_section("psa"),
         preset=PRESET_PARAMS,
         train_split=DATASET["train_split"],
+        shard=shard_of,
     script:
         "../scripts/psa_masks.py"
+
+
+if SHARDS > 1:
+
+    rule gather_psa_masks:
+        input:
+            dataset=prepared("dataset.json"),
+            shards=shard_parts(pseudo_mask_dir("{method}", "psa")),
+        output:
+            labels=directory(pseudo_mask_dir("{method}", "psa")),
+        log:
+            log_path("gather_psa_masks", "{method}"),
+        benchmark:
+            benchmark_path("gather_psa_masks", "{method}")
+        conda:
+            "../envs/esol.yaml"
+        threads: 1
+        resources:
+            mem_mb=attempt_scaled(gather_mem_mb()),
+            runtime=attempt_scaled(gather_runtime),
+        params:
+            code=code_digest("gather_labels.py"),
+            split=DATASET["train_split"],
+        script:
+            "../scripts/gather_labels.py"

@@ -346,9 +346,10 @@ def crf_runtime(wildcards):
 
 
 def ir_labels_runtime():
-    """Two CRFs per image (confident foreground and background) over the training split."""
+    """Two CRFs per image (confident foreground and background) over a shard of the
+    training split."""
     seconds = (
-        2 * split_size(DATASET["train_split"]) * image_side() ** 2 * CRF_SECONDS_PER_PX
+        2 * shard_size(DATASET["train_split"]) * image_side() ** 2 * CRF_SECONDS_PER_PX
     )
     return _minutes(seconds / DATA_THREADS)
 
@@ -378,7 +379,8 @@ def pseudo_masks_mem_mb():
 
 
 def pseudo_masks_runtime():
-    images, side = split_size(DATASET["train_split"]), image_side()
+    """The random walk and IRN's forward pass over a shard of the training split."""
+    images, side = shard_size(DATASET["train_split"]), image_side()
     walk = (
         images * side**2 * RANDOM_WALK_SECONDS_PER_PX / (GPU_SPEEDUP if gpus() else 1)
     )
@@ -429,7 +431,8 @@ def psa_masks_mem_mb():
 
 
 def psa_masks_runtime():
-    images, side = split_size(DATASET["train_split"]), image_side()
+    """The random walk and AffinityNet's forward pass over a shard of the training split."""
+    images, side = shard_size(DATASET["train_split"]), image_side()
     walk = images * side**2 * PSA_WALK_SECONDS_PER_PX / (GPU_SPEEDUP if gpus() else 1)
     network = 60 * (
         inference_runtime(images, side, [1.0], False, backbone_depth()) - MIN_RUNTIME

@@ -11,4 +11,5 @@ with rule_logging(snakemake.log[0], snakemake.threads):  # noqa: F821
                    snakemake.output.masks, split=snakemake.params.train_split,  # noqa: F821
                    threshold_json=single_path(snakemake.input.threshold),  # noqa: F821
                    device=snakemake.params.device, amp=snakemake.params.amp,  # noqa: F821
-                   **snakemake.params.preset)  # noqa: F821
+                   **snakemake.params.preset,  # noqa: F821
+                   shard=snakemake.params.shard)  # noqa: F821

@@ -8,4 +8,5 @@ from esol.utils import rule_logging
 with rule_logging(snakemake.log[0], snakemake.threads):  # noqa: F821
     make_pseudo_masks(snakemake.config, snakemake.input.dataset, snakemake.input.model,  # noqa: F821
                       snakemake.input.cams, snakemake.output.masks,  # noqa: F821
-                      threshold_json=single_path(snakemake.input.threshold))  # noqa: F821
+                      threshold_json=single_path(snakemake.input.threshold),  # noqa: F821
+                      shard=snakemake.params.shard)  # noqa: F821
