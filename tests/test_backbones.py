@@ -121,6 +121,21 @@ def test_every_network_builds_and_runs_with_each_family(name):
     assert DeepLabV2.from_checkpoint(deeplab.checkpoint()).arch.backbone == name
 
 
+@pytest.mark.parametrize("name", FAMILIES)
+def test_irn_units_bring_every_level_to_its_branch_stride(name):
+    """Each level reaches the branch's grid, overshooting by less than one of its own cells
+    (upsampling a ceil-sized map); a finer level is pooled, not cropped to a corner."""
+    irn = IRNet(IRNArch(depth=18, frozen_bn=False, backbone=name)).eval()
+    with torch.no_grad():
+        levels = irn.backbone.forward_levels(torch.randn(1, 3, 65, 71))
+        for units, targets in ((irn.edge, [4] * 5), (irn.dp, [4, 4, 8, 8, 8])):
+            for unit, f, s, to in zip(units, levels, irn.backbone.level_strides, targets):
+                out = unit(f).shape[-2:]
+                for side, o in zip((65, 71), out):
+                    grid = -(-side // to)
+                    assert grid <= o < grid + max(1, s // to), (name, s, to, tuple(out))
+
+
 def test_unknown_family_is_named_by_every_builder():
     with pytest.raises(ConfigError, match="model.backbone.name"):
         ESOLNet(Arch(num_classes=3, backbone="vgg16"))

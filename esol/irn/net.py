@@ -117,12 +117,12 @@ class IRNet(nn.Module):
         with torch.no_grad():
             levels = self.backbone.forward_levels(x)
         e = [unit(f) for unit, f in zip(self.edge, levels, strict=True)]
-        e = [_crop(e[0], e[1]), e[1]] + [_crop(t, e[1]) for t in e[2:]]
+        e = [e[0], e[1]] + [_crop(t, e[1]) for t in e[2:]]
         boundary = self.edge_out(torch.cat(e, dim=1))
         d = [unit(f) for unit, f in zip(self.dp, levels, strict=True)]
         d8 = torch.cat([d[2], _crop(d[3], d[2]), _crop(d[4], d[2])], dim=1)
         d4 = _crop(self.dp_fuse8(d8), d[1])
-        disp = self.dp_out(self.dp_fuse4(torch.cat([_crop(d[0], d[1]), d[1], d4], dim=1)))
+        disp = self.dp_out(self.dp_fuse4(torch.cat([d[0], d[1], d4], dim=1)))
         return boundary, disp
 
     @torch.no_grad()
