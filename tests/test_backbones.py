@@ -282,7 +282,8 @@ def test_efficientnet_needs_no_depth():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("overlay,words", [
-    ({"segmentation": {"model": {"name": "resnet"}}}, "segmentation.model.name is 'resnet'"),
+    ({"segmentation": {"model": {"name": "resnet", "pretrained": "classifier"}}},
+     "segmentation.model.name is 'resnet'"),
     ({"model": {"backbone": {"pretrained": "weights.pth"}}}, "model.backbone.pretrained"),
 ])
 def test_workflow_refuses_a_backbone_mismatch_in_one_line(tmp_path, overlay, words):
