@@ -88,6 +88,11 @@ def table3_rows(evaluations: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]
     return rows
 
 
+def _backbone_name(model: Mapping[str, Any]) -> str:
+    name = model.get("name", "resnet")
+    return f"ResNet-{model['depth']}" if name == "resnet" else {"efficientnet_lite0": "EfficientNet-Lite0"}.get(name, name)
+
+
 def table3_section(evaluations: Sequence[Mapping[str, Any]], model: Mapping[str, Any]) -> str:
     if not evaluations:
         return ("## Table 3: segmentation\n\nNo label source is configured "
@@ -95,7 +100,7 @@ def table3_section(evaluations: Sequence[Mapping[str, Any]], model: Mapping[str,
     rows = table3_rows(evaluations)
     split, images = rows[0]["split"], rows[0]["images"]
     text = [f"## Table 3: segmentation on `{split}`\n",
-            f"DeepLab-v2 (ResNet-{model['depth']}, output stride 8, ASPP "
+            f"DeepLab-v2 ({_backbone_name(model)}, output stride 8, ASPP "
             f"{', '.join(map(str, model['aspp_rates']))}) trained on each label source of the "
             f"training split, predicted with multi-scale + flip inference, mIoU (%) over {images} "
             "images without and with dense CRF"

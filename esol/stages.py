@@ -48,10 +48,21 @@ def build_classifier(cfg: Config, num_classes: int) -> ESOLNet:
             "BatchNorm keeps identity statistics, so the network would train without "
             "normalisation. Set frozen_bn: false to train from scratch, or give pretrained "
             "weights ('imagenet' or a file path).")
-    arch = Arch(num_classes=num_classes, depth=m["backbone"]["depth"],
+    arch = Arch(num_classes=num_classes, backbone=m["backbone"].get("name", "resnet"),
+                depth=m["backbone"].get("depth", 50),
                 kernel_size=m["kernel_size"], frozen_bn=m["backbone"]["frozen_bn"],
                 frozen_stages=m["backbone"]["frozen_stages"])
     return ESOLNet(arch, pretrained=str(m["backbone"]["pretrained"]))
+
+
+def classifier_optimizer(net: ESOLNet, section: Mapping[str, Any]) -> torch.optim.SGD:
+    """IRN's ``train_cam`` optimiser: the trainable backbone parameters at ``lr``, the new
+    layers (``conv_e``, ``conv_s``, ``w``) at ``new_layer_lr_mult`` times it (IRN: 10)."""
+    backbone, new = net.classifier_param_groups()
+    return torch.optim.SGD(
+        [{"params": backbone, "lr": section["lr"]},
+         {"params": new, "lr": section["lr"] * section["new_layer_lr_mult"]}],
+        lr=section["lr"], momentum=section["momentum"], weight_decay=section["weight_decay"])
 
 
 def _training_set(cfg: Config, info: DatasetInfo, section: Mapping[str, Any]) -> ClassificationDataset:
@@ -71,16 +82,12 @@ def train_classifier(cfg: Config, dataset_json: str | os.PathLike, out_model: st
     device = distributed.device_for(select_device(cfg["device"]))
     info = DatasetInfo.from_json(dataset_json)
     net = build_classifier(cfg, info.num_classes).to(device).train()
-    backbone, new = net.classifier_param_groups()
-    optimizer = torch.optim.SGD(
-        [{"params": backbone, "lr": c["lr"]},
-         {"params": new, "lr": c["lr"] * c["new_layer_lr_mult"]}],
-        lr=c["lr"], momentum=c["momentum"], weight_decay=c["weight_decay"])
+    optimizer = classifier_optimizer(net, c)
     dataset = _training_set(cfg, info, c)
     monitor = ClassifierMonitor(net, info, cfg, dataset)
     epochs = classifier_epochs(c, len(dataset))
-    log.info("classifier: ResNet-%d, %d classes, %d training images, %d epochs (%d steps)",
-             net.arch.depth, info.num_classes, len(dataset), epochs,
+    log.info("classifier: %s, %d classes, %d training images, %d epochs (%d steps)",
+             net.backbone_label, info.num_classes, len(dataset), epochs,
              epochs * (len(dataset) // c["batch_size"]))
 
     def step(batch: dict) -> tuple[torch.Tensor, dict[str, float]]:

@@ -1,8 +1,10 @@
 """The inter-pixel relation network (IRN, Ahn et al. CVPR 2019, section 3.1; ``net/resnet50_irn.py``).
 
-A frozen ResNet feature extractor feeds two branches with the features of all five
-levels (stem and layer1 at stride 4, layer2 at 8, layer3 and layer4 at 16, from
-:meth:`esol.models.backbone.ResNetBackbone.forward_levels`):
+A frozen feature extractor of the backbone family (:mod:`esol.models.backbones`) feeds
+two branches with the features of all five levels of its ``forward_levels`` (ResNet:
+stem and layer1 at stride 4, layer2 at 8, layer3 and layer4 at 16; EfficientNet-Lite0:
+2, 4, 8, 16, 16, its stride-2 level average-pooled to stride 4 where ResNet's levels
+would be upsampled):
 
 * **class boundary branch**: each level -> 1x1 conv to 32 channels, GroupNorm(4),
   upsampling to stride 4, ReLU; the five are concatenated (160 channels) and a 1x1 conv
@@ -14,7 +16,7 @@ levels (stem and layer1 at stride 4, layer2 at 8, layer3 and layer4 at 16, from
   running mean is subtracted at inference (IRN's ``MeanShift``).
 
 As in IRN the backbone runs in eval mode without gradients: only the branches learn.
-Channel widths are IRN's; the branch inputs follow the backbone's depth.
+Channel widths are IRN's; the branch inputs follow the backbone's ``level_channels``.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from esol.models.backbone import ResNetBackbone
+from esol.models.backbones import build_backbone, family_label
 
 
 @dataclass(frozen=True)
@@ -35,18 +37,18 @@ class IRNArch:
 
     depth: int = 50
     frozen_bn: bool = True
+    backbone: str = "resnet"  # the family (model.backbone.name)
 
 
-def level_channels(backbone: ResNetBackbone) -> list[int]:
-    """Channels of the stem and the four stages of a torchvision ResNet."""
-    e = backbone.out_channels // 512  # 1 for BasicBlock, 4 for Bottleneck
-    return [64, 64 * e, 128 * e, 256 * e, 512 * e]
-
-
-def _unit(cin: int, cout: int, groups: int, up: int = 1) -> nn.Sequential:
+def _unit(cin: int, cout: int, groups: int, stride: int = 1, to: int = 1) -> nn.Sequential:
+    """1x1 conv, GroupNorm, resampling from ``stride`` to ``to``, ReLU. Up: bilinear (IRN);
+    down (a finer level than IRN's ResNet has): average pooling, ceil mode, so a
+    ``ceil(H/2)`` map becomes ``ceil(H/4)`` as the stride-4 levels."""
     layers: list[nn.Module] = [nn.Conv2d(cin, cout, 1, bias=False), nn.GroupNorm(groups, cout)]
-    if up > 1:
-        layers.append(nn.Upsample(scale_factor=up, mode="bilinear", align_corners=False))
+    if stride > to:
+        layers.append(nn.Upsample(scale_factor=stride // to, mode="bilinear", align_corners=False))
+    elif stride < to:
+        layers.append(nn.AvgPool2d(to // stride, ceil_mode=True))
     layers.append(nn.ReLU(inplace=True))
     return nn.Sequential(*layers)
 
@@ -76,21 +78,27 @@ def _crop(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 class IRNet(nn.Module):
     """Backbone + class boundary branch + displacement field branch."""
 
-    def __init__(self, arch: IRNArch, backbone: ResNetBackbone | None = None) -> None:
+    def __init__(self, arch: IRNArch, backbone: nn.Module | None = None) -> None:
         super().__init__()
         self.arch = arch
-        self.backbone = backbone if backbone is not None else ResNetBackbone(
-            arch.depth, pretrained="none", frozen_bn=arch.frozen_bn, frozen_stages=0)
+        self.backbone = backbone if backbone is not None else build_backbone(
+            arch.backbone, depth=arch.depth, pretrained="none", frozen_bn=arch.frozen_bn)
+        if self.backbone.family != arch.backbone:
+            raise ValueError(f"IRN arch names backbone {arch.backbone!r}, got a {self.backbone.family!r}")
         self.backbone.requires_grad_(False)
-        c = level_channels(self.backbone)
-        self.edge = nn.ModuleList([_unit(c[0], 32, 4), _unit(c[1], 32, 4), _unit(c[2], 32, 4, up=2),
-                                   _unit(c[3], 32, 4, up=4), _unit(c[4], 32, 4, up=4)])
+        c, s = self.backbone.level_channels, self.backbone.level_strides
+        # Boundary branch: every level to stride 4; displacement: levels 0-1 to 4, 2-4 to 8.
+        self.edge = nn.ModuleList([_unit(ci, 32, 4, si, 4) for ci, si in zip(c, s, strict=True)])
         self.edge_out = nn.Conv2d(160, 1, 1, bias=True)
-        self.dp = nn.ModuleList([_unit(c[0], 64, 8), _unit(c[1], 128, 16), _unit(c[2], 256, 16),
-                                 _unit(c[3], 256, 16, up=2), _unit(c[4], 256, 16, up=2)])
-        self.dp_fuse8 = _unit(768, 256, 16, up=2)
+        self.dp = nn.ModuleList([_unit(c[0], 64, 8, s[0], 4), _unit(c[1], 128, 16, s[1], 4)]
+                                + [_unit(ci, 256, 16, si, 8) for ci, si in zip(c[2:], s[2:], strict=True)])
+        self.dp_fuse8 = _unit(768, 256, 16, 8, 4)
         self.dp_fuse4 = _unit(448, 256, 16)
         self.dp_out = nn.Sequential(nn.Conv2d(256, 2, 1, bias=False), MeanShift(2))
+
+    @property
+    def backbone_label(self) -> str:
+        return family_label(self.arch.backbone, self.arch.depth)
 
     def train(self, mode: bool = True) -> IRNet:
         super().train(mode)

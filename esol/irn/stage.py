@@ -38,7 +38,7 @@ from esol.irn.paths import pair_index, path_affinity, relation_labels
 from esol.irn.random_walk import random_walk, walk_to_label
 from esol.labeldir import LabelDir, dir_digest
 from esol.learning import check_at_most, checks_config, map_figures
-from esol.models.backbone import ResNetBackbone
+from esol.models.backbones import build_backbone
 from esol.refine import calibrate, training_gamma
 from esol.shards import WHOLE, Shard, shard_ids
 from esol.models.esol_net import ESOLNet
@@ -103,7 +103,7 @@ def build_irn(cfg: Config, classifier_ckpt: str | os.PathLike | None) -> IRNet:
         if classifier_ckpt is None:
             raise ConfigError("irn.train.backbone is 'classifier' but no classifier checkpoint was given")
         net = ESOLNet.from_checkpoint(load_checkpoint(classifier_ckpt))
-        arch = IRNArch(depth=net.arch.depth, frozen_bn=net.arch.frozen_bn)
+        arch = IRNArch(depth=net.arch.depth, frozen_bn=net.arch.frozen_bn, backbone=net.arch.backbone)
         return IRNet(arch, backbone=net.backbone)
     b = cfg["model"]["backbone"]
     if b["pretrained"] == "none":
@@ -111,9 +111,10 @@ def build_irn(cfg: Config, classifier_ckpt: str | os.PathLike | None) -> IRNet:
             "irn.train.backbone is 'model' but model.backbone.pretrained is 'none': IRN freezes "
             "its backbone, so it would keep random weights. Give pretrained weights, or set "
             "irn.train.backbone: classifier to reuse the trained classifier's features.")
-    backbone = ResNetBackbone(b["depth"], pretrained=str(b["pretrained"]), frozen_bn=b["frozen_bn"],
-                              frozen_stages=0)
-    return IRNet(IRNArch(depth=b["depth"], frozen_bn=b["frozen_bn"]), backbone=backbone)
+    name, depth = b.get("name", "resnet"), b.get("depth", 50)
+    backbone = build_backbone(name, depth=depth, pretrained=str(b["pretrained"]),
+                              frozen_bn=b["frozen_bn"])
+    return IRNet(IRNArch(depth=depth, frozen_bn=b["frozen_bn"], backbone=name), backbone=backbone)
 
 
 def train_irn(cfg: Config, dataset_json: str | os.PathLike, label_dir: str | os.PathLike,
@@ -133,8 +134,8 @@ def train_irn(cfg: Config, dataset_json: str | os.PathLike, label_dir: str | os.
          {"params": dp_params, "lr": t["lr"] * t["displacement_lr_mult"]}],
         lr=t["lr"], momentum=t["momentum"], weight_decay=t["weight_decay"])
     index = pair_index((t["crop"] // 4, t["crop"] // 4), t["radius"])
-    log.info("IRN: ResNet-%d backbone (%s, frozen), %d images of %s, %d pairs per crop (radius %d), "
-             "%d epochs", net.arch.depth, t["backbone"], len(dataset), split, len(index), t["radius"],
+    log.info("IRN: %s backbone (%s, frozen), %d images of %s, %d pairs per crop (radius %d), "
+             "%d epochs", net.backbone_label, t["backbone"], len(dataset), split, len(index), t["radius"],
              t["epochs"])
 
     def step(batch: dict) -> tuple[torch.Tensor, dict[str, float]]:

@@ -1,4 +1,4 @@
-"""ResNet feature extractor ``f`` at output stride 16, as IRN builds it.
+"""The ``resnet`` backbone family: feature extractor ``f`` at output stride 16, as IRN builds it.
 
 torchvision's ResNet with the last stage's stride set to 1 (strides (2, 2, 2, 1), no
 dilation, as IRN's ``resnet50(strides=(2, 2, 2, 1))``), BatchNorm optionally fixed
@@ -6,7 +6,8 @@ dilation, as IRN's ``resnet50(strides=(2, 2, 2, 1))``), BatchNorm optionally fix
 the affine weight and bias stay parameters), and the stem plus the first
 ``frozen_stages`` residual stages excluded from training. IRN's classifier
 (``net/resnet50_cam.py``) runs ``x = self.stage2(x).detach()``: conv1, layer1 and
-layer2 get no gradient, which is ``frozen_stages = 2``.
+layer2 get no gradient, which is ``frozen_stages = 2``. Output stride 8 (DeepLab-v2):
+layer3 and layer4 dilated by 2 and 4 instead.
 """
 
 from __future__ import annotations
@@ -16,11 +17,13 @@ import os
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 import torchvision
 from torch import nn
 
+from esol.models.backbones import FixedBatchNorm, freeze_stages
 from esol.utils import ConfigError
+
+__all__ = ["DEPTHS", "FixedBatchNorm", "ResNetBackbone", "dilate_stage", "load_pretrained"]
 
 log = logging.getLogger(__name__)
 
@@ -29,27 +32,38 @@ _WEIGHTS = {18: "ResNet18_Weights", 34: "ResNet34_Weights", 50: "ResNet50_Weight
             101: "ResNet101_Weights"}
 
 
-class FixedBatchNorm(nn.BatchNorm2d):
-    """IRN's ``FixedBatchNorm`` (``net/resnet50.py``): normalises with the running
-    statistics in training and eval mode alike, so they never change; ``weight`` and
-    ``bias`` remain parameters and learn wherever their stage trains (torchvision's
-    ``FrozenBatchNorm2d`` would fix them too)."""
+def dilate_stage(stage: nn.Sequential, dilation: int) -> None:
+    """Make a ResNet stage keep its input resolution, with dilated 3x3 convolutions.
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
-                            training=False, eps=self.eps)
+    The strided convolution (BasicBlock ``conv1``, Bottleneck ``conv2``) and the
+    shortcut projection get stride 1; every 3x3 convolution gets ``dilation`` and the
+    same padding, so sizes are unchanged (deeplab-pytorch's ``_ResBlock(..., stride=1,
+    dilation=d)``; all blocks, as the Caffe model, where torchvision's
+    ``replace_stride_with_dilation`` keeps the first block undilated and refuses
+    BasicBlocks).
+    """
+    for block in stage:
+        for conv in (m for m in block.modules() if isinstance(m, nn.Conv2d)):
+            conv.stride = (1, 1)
+            if conv.kernel_size == (3, 3):
+                conv.dilation = (dilation, dilation)
+                conv.padding = (dilation, dilation)
 
 
 class ResNetBackbone(nn.Module):
-    """``f(x; theta_f)``: ResNet stages up to layer4 at output stride 16.
+    """``f(x; theta_f)``: ResNet stages up to layer4, a member of the backbone family
+    (:class:`esol.models.backbones.Backbone`).
 
     ``forward(x)`` returns the last feature map; ``forward_levels(x)`` returns the
-    outputs of the stem and the four stages (strides 4, 4, 8, 16, 16), for refinement
-    networks that need multi-level features.
+    outputs of the stem and the four stages (strides 4, 4, 8, 16, 16 at output stride
+    16; 4, 4, 8, 8, 8 at output stride 8, layer3 and layer4 dilated by 2 and 4 as
+    DeepLab-v2).
     """
 
+    family = "resnet"
+
     def __init__(self, depth: int = 50, pretrained: str = "none", frozen_bn: bool = True,
-                 frozen_stages: int = 2) -> None:
+                 frozen_stages: int = 2, output_stride: int = 16) -> None:
         super().__init__()
         if depth not in DEPTHS:
             raise ConfigError(f"model.backbone.depth must be one of {sorted(DEPTHS)}, got {depth}")
@@ -57,25 +71,33 @@ class ResNetBackbone(nn.Module):
         net = getattr(torchvision.models, DEPTHS[depth])(weights=None, norm_layer=norm)
         if pretrained != "none":
             load_pretrained(net, depth, pretrained)
-        # Output stride 16: the first block of layer4 keeps the resolution.
-        block = net.layer4[0]
-        strided = block.conv2 if hasattr(block, "conv3") else block.conv1  # Bottleneck vs Basic
-        strided.stride = (1, 1)
-        block.downsample[0].stride = (1, 1)
+        if output_stride == 16:  # the first block of layer4 keeps the resolution
+            block = net.layer4[0]
+            strided = block.conv2 if hasattr(block, "conv3") else block.conv1  # Bottleneck vs Basic
+            strided.stride = (1, 1)
+            block.downsample[0].stride = (1, 1)
+        elif output_stride == 8:
+            dilate_stage(net.layer3, 2)
+            dilate_stage(net.layer4, 4)
+        else:
+            raise ConfigError(f"ResNet output stride is 16 or 8, got {output_stride}")
         self.stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
         self.layer1, self.layer2, self.layer3, self.layer4 = (
             net.layer1, net.layer2, net.layer3, net.layer4)
-        self.out_channels = 512 * (4 if depth >= 50 else 1)
+        e = 4 if depth >= 50 else 1  # Bottleneck's expansion
+        self.level_channels = (64, 64 * e, 128 * e, 256 * e, 512 * e)
+        self.level_strides = (4, 4, 8, output_stride, output_stride)
+        self.out_channels = self.level_channels[-1]
+        self.output_stride = output_stride
         self.depth = depth
         self.frozen_stages = frozen_stages
-        if not 0 <= frozen_stages <= 4:
-            raise ConfigError(f"model.backbone.frozen_stages must be 0..4, got {frozen_stages}")
         # frozen_stages = k > 0 freezes the stem and layer1..layer{k}: parameters without
         # gradient are what IRN's detach() after layer2 amounts to (k = 2).
-        stages = [self.stem, self.layer1, self.layer2, self.layer3, self.layer4]
-        for stage in stages[: frozen_stages + 1 if frozen_stages > 0 else 0]:
-            for p in stage.parameters():
-                p.requires_grad_(False)
+        freeze_stages(self.stages, frozen_stages)
+
+    @property
+    def stages(self) -> list[nn.Module]:
+        return [self.stem, self.layer1, self.layer2, self.layer3, self.layer4]
 
     def forward_levels(self, x: torch.Tensor) -> list[torch.Tensor]:
         x0 = self.stem(x)

@@ -12,9 +12,15 @@ Block settings are B0's (efficientnet_builder.py ``_DEFAULT_BLOCKS_ARGS``):
 ``r1_k3_s11_e6_i192_o320``. Convolutions pad as TensorFlow's ``SAME`` (the weights
 were trained with it): odd padding goes to the bottom and right. BatchNorm eps 1e-3.
 
-Interface as a backbone (:class:`EfficientNetLite0Backbone`): ``forward_levels(x)``
-gives five levels at strides 2, 4, 8, 16, 32 with :data:`LEVEL_CHANNELS` channels;
-``out_channels`` is the last level's.
+Interface as a backbone (:class:`EfficientNetLite0Backbone`, the ``efficientnet_lite0``
+member of :mod:`esol.models.backbones`): five levels with :data:`LEVEL_CHANNELS`
+channels at the ends of the stride-2, 4, 8, 16 and 32 stages; its five ``stages`` are
+the stem with block 0, blocks 1-2, 3-4, 5-10 and 11-15 (so ``frozen_stages = 2``
+freezes everything up to stride 8, as ResNet's stem + layer1 + layer2). Output stride
+16: block 11's depthwise convolution at stride 1 (as IRN's ResNet, no dilation);
+output stride 8 (DeepLab): blocks 5 and 11 at stride 1 and the depthwise convolutions
+from there on dilated by 2 (blocks 5-10) and 4 (blocks 11-15). The 1x1 head to 1280
+channels and the ImageNet classifier are not part of the backbone.
 """
 
 from __future__ import annotations
@@ -34,43 +40,46 @@ BLOCKS = ((1, 3, 1, 1, 32, 16), (2, 3, 2, 6, 16, 24), (2, 5, 2, 6, 24, 40), (3, 
 # Channels at strides 2, 4, 8, 16, 32 (ends of stages 0, 1, 2, 4, 6).
 LEVEL_CHANNELS = (16, 24, 40, 112, 320)
 _LEVEL_ENDS = (0, 2, 4, 10, 15)  # index of the last block of each level
-_LAST_DOWN = 11  # the first block of stage 5 (112 -> 192), the last one with stride 2
+_DOWN = (5, 11)  # the last two blocks with stride 2 (40 -> 80, 112 -> 192)
 BN_EPS, BN_MOMENTUM = 1e-3, 0.01
 # TF-Lite EfficientNet-Lite preprocessing: (pixel - 127) / 128.
 LITE_MEAN, LITE_STD = 127.0, 128.0
 
 
 class SameConv2d(nn.Conv2d):
-    """Conv2d with TensorFlow's ``SAME`` padding, computed for each input size."""
+    """Conv2d with TensorFlow's ``SAME`` padding, computed for each input size (a dilated
+    kernel spans ``(k - 1) d + 1`` pixels)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         ih, iw = x.shape[-2:]
         kh, kw = self.weight.shape[-2:]
         sh, sw = self.stride
-        ph = max((math.ceil(ih / sh) - 1) * sh + kh - ih, 0)
-        pw = max((math.ceil(iw / sw) - 1) * sw + kw - iw, 0)
+        dh, dw = self.dilation
+        ph = max((math.ceil(ih / sh) - 1) * sh + (kh - 1) * dh + 1 - ih, 0)
+        pw = max((math.ceil(iw / sw) - 1) * sw + (kw - 1) * dw + 1 - iw, 0)
         if ph or pw:
             x = F.pad(x, [pw // 2, pw - pw // 2, ph // 2, ph - ph // 2])
         return F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
 
 
-def _bn(c: int) -> nn.BatchNorm2d:
-    return nn.BatchNorm2d(c, eps=BN_EPS, momentum=BN_MOMENTUM)
+def _bn(c: int, norm: type[nn.BatchNorm2d] = nn.BatchNorm2d) -> nn.BatchNorm2d:
+    return norm(c, eps=BN_EPS, momentum=BN_MOMENTUM)
 
 
 class MBConv(nn.Module):
     """Inverted residual without SE: expand 1x1, depthwise kxk, project 1x1 (+ identity)."""
 
-    def __init__(self, cin: int, cout: int, kernel: int, stride: int, expand: int) -> None:
+    def __init__(self, cin: int, cout: int, kernel: int, stride: int, expand: int,
+                 norm: type[nn.BatchNorm2d] = nn.BatchNorm2d) -> None:
         super().__init__()
         mid = cin * expand
         if expand != 1:
             self._expand_conv = SameConv2d(cin, mid, 1, bias=False)
-            self._bn0 = _bn(mid)
+            self._bn0 = _bn(mid, norm)
         self._depthwise_conv = SameConv2d(mid, mid, kernel, stride=stride, groups=mid, bias=False)
-        self._bn1 = _bn(mid)
+        self._bn1 = _bn(mid, norm)
         self._project_conv = SameConv2d(mid, cout, 1, bias=False)
-        self._bn2 = _bn(cout)
+        self._bn2 = _bn(cout, norm)
         self.expand, self.residual = expand, stride == 1 and cin == cout
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -83,21 +92,27 @@ class MBConv(nn.Module):
 class EfficientNetLite0(nn.Module):
     """The ImageNet classifier: stem, 16 MBConv blocks, 1x1 head to 1280, GAP, FC to 1000."""
 
-    def __init__(self, num_classes: int = 1000, output_stride: int = 32) -> None:
+    def __init__(self, num_classes: int = 1000, output_stride: int = 32,
+                 norm: type[nn.BatchNorm2d] = nn.BatchNorm2d) -> None:
         super().__init__()
-        if output_stride not in (16, 32):
-            raise ConfigError(f"EfficientNet-Lite0 output stride is 16 or 32, got {output_stride}")
+        if output_stride not in (8, 16, 32):
+            raise ConfigError(f"EfficientNet-Lite0 output stride is 8, 16 or 32, got {output_stride}")
         self._conv_stem = SameConv2d(3, 32, 3, stride=2, bias=False)
-        self._bn0 = _bn(32)
+        self._bn0 = _bn(32, norm)
         blocks = []
         for repeats, k, s, e, cin, cout in BLOCKS:
             for r in range(repeats):
-                blocks.append(MBConv(cin if r == 0 else cout, cout, k, s if r == 0 else 1, e))
+                blocks.append(MBConv(cin if r == 0 else cout, cout, k, s if r == 0 else 1, e, norm))
         if output_stride == 16:  # as IRN's ResNet (strides 2, 2, 2, 1): the last stride-2 conv at 1
-            blocks[_LAST_DOWN]._depthwise_conv.stride = (1, 1)
+            blocks[_DOWN[1]]._depthwise_conv.stride = (1, 1)
+        if output_stride == 8:  # as DeepLab-v2's ResNet: dilation 2 then 4 instead of striding
+            for first, last, d in ((_DOWN[0], _DOWN[1], 2), (_DOWN[1], len(blocks), 4)):
+                blocks[first]._depthwise_conv.stride = (1, 1)
+                for block in blocks[first:last]:
+                    block._depthwise_conv.dilation = (d, d)
         self._blocks = nn.ModuleList(blocks)
         self._conv_head = SameConv2d(320, 1280, 1, bias=False)
-        self._bn1 = _bn(1280)
+        self._bn1 = _bn(1280, norm)
         self._fc = nn.Linear(1280, num_classes)
 
     def forward_levels(self, x: torch.Tensor) -> list[torch.Tensor]:
@@ -142,23 +157,40 @@ def from_imagenet_normalisation(x: torch.Tensor) -> torch.Tensor:
 
 
 class EfficientNetLite0Backbone(nn.Module):
-    """EfficientNet-Lite0 as a backbone family member: takes ImageNet-normalised images
-    (as every esol backbone), gives five levels (``level_channels``) at ``strides`` and
-    ``out_channels``; output stride 16 as :class:`esol.models.backbone.ResNetBackbone`."""
+    """EfficientNet-Lite0 as a backbone family member (:class:`esol.models.backbones.Backbone`):
+    takes ImageNet-normalised images (as every esol backbone), gives five levels
+    (``level_channels``) at ``level_strides`` and ``out_channels``."""
 
+    family = "efficientnet_lite0"
     out_channels = LEVEL_CHANNELS[-1]
     level_channels = LEVEL_CHANNELS
 
-    def __init__(self, pretrained: str = "imagenet", output_stride: int = 16) -> None:
+    def __init__(self, pretrained: str = "imagenet", frozen_bn: bool = False, frozen_stages: int = 0,
+                 output_stride: int = 16) -> None:
         super().__init__()
-        self.strides = (2, 4, 8, 16, output_stride)
-        self.net = EfficientNetLite0(output_stride=output_stride)
+        from esol.models.backbones import FixedBatchNorm, freeze_stages
+
+        self.output_stride = output_stride
+        self.level_strides = (2, 4, 8, min(16, output_stride), output_stride)
+        self.net = EfficientNetLite0(output_stride=output_stride,
+                                     norm=FixedBatchNorm if frozen_bn else nn.BatchNorm2d)
         if pretrained == "imagenet":
             load_imagenet(self.net)
         elif pretrained != "none":
             raise ConfigError(f"model.backbone.pretrained for efficientnet_lite0 is 'imagenet' (the "
                               f"packaged weights) or 'none', got {pretrained!r}")
-        del self.net._fc  # the ImageNet classifier is not part of the backbone
+        # Not part of the backbone: the ImageNet classifier and the 1x1 head before it.
+        del self.net._fc, self.net._conv_head, self.net._bn1
+        self.frozen_stages = frozen_stages
+        freeze_stages(self.stages, frozen_stages)
+
+    @property
+    def stages(self) -> list[nn.Module]:
+        n, b = self.net, self.net._blocks
+        bounds = [0, *(e + 1 for e in _LEVEL_ENDS)]
+        groups = [nn.ModuleList(b[lo:hi]) for lo, hi in zip(bounds, bounds[1:])]
+        groups[0] = nn.ModuleList([n._conv_stem, n._bn0, *groups[0]])
+        return groups
 
     def forward_levels(self, x: torch.Tensor) -> list[torch.Tensor]:
         return self.net.forward_levels(from_imagenet_normalisation(x))

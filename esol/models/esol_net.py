@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from esol.models.backbone import ResNetBackbone
+from esol.models.backbones import build_backbone, family_label
 from esol.models.deform import DEFORM_IMPLS, DeformableSampler, feature_clip
 
 STAGES = ("classifier", "expansion", "shrinkage")
@@ -32,7 +32,8 @@ class Arch:
     """Everything needed to rebuild a network exactly; stored in every checkpoint."""
 
     num_classes: int
-    depth: int = 50
+    backbone: str = "resnet"  # model.backbone.name (esol.models.backbones.FAMILIES)
+    depth: int = 50  # ResNet's only
     kernel_size: int = 3
     frozen_bn: bool = True
     frozen_stages: int = 2  # IRN: conv1, layer1 and layer2 get no gradient
@@ -55,7 +56,7 @@ class ESOLNet(nn.Module):
         self.deform_impl = deform_impl
         if arch.kernel_size not in (1, 3):
             raise ValueError(f"model.kernel_size must be 1 or 3, got {arch.kernel_size}")
-        self.backbone = ResNetBackbone(arch.depth, pretrained=pretrained,
+        self.backbone = build_backbone(arch.backbone, depth=arch.depth, pretrained=pretrained,
                                        frozen_bn=arch.frozen_bn, frozen_stages=arch.frozen_stages)
         c, k = self.backbone.out_channels, arch.kernel_size
         self.conv_e: nn.Module = nn.Conv2d(c, c, k, padding=k // 2)
@@ -69,6 +70,11 @@ class ESOLNet(nn.Module):
         if arch.deformable_s:
             self.conv_s = DeformableSampler(self.conv_s, deform_impl)
         self.arch = arch
+
+    @property
+    def backbone_label(self) -> str:
+        """``ResNet-50``, ``EfficientNet-Lite0``: for logs and reports."""
+        return family_label(self.arch.backbone, self.arch.depth)
 
     def set_deform_impl(self, impl: str) -> ESOLNet:
         """Compute the samplers, present and future, with ``impl`` (same results)."""
@@ -89,7 +95,8 @@ class ESOLNet(nn.Module):
         return {"classifier": "none", "expansion": "backbone", "shrinkage": "clip"}[self.arch.stage]
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        """``F``: the feature map the classifier pools, (B, C, H/16, W/16)."""
+        """``F``: the feature map the classifier pools, (B, C, H/16, W/16): the backbone's
+        last level (any family at output stride 16) through ``conv_e`` and ``conv_s``."""
         grad = torch.is_grad_enabled()
         frozen = self._frozen_upto
         with torch.set_grad_enabled(grad and frozen == "none"):

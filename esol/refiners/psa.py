@@ -70,7 +70,7 @@ from esol.data.datasets import EpochSeededDataset
 from esol.data.voc import DatasetInfo, read_image, write_label
 from esol.engine import file_digest, fit, history_csv, load_checkpoint, save_checkpoint
 from esol.labeldir import LabelDir, parallel_map
-from esol.models.backbone import ResNetBackbone
+from esol.models.backbones import build_backbone
 from esol.models.esol_net import ESOLNet
 from esol.learning import check_at_most, checks_config, map_figures
 from esol.refine import calibrate, preset_gamma
@@ -318,28 +318,29 @@ class PSAArch:
 
     depth: int = 50
     frozen_bn: bool = True
+    backbone: str = "resnet"  # the family (model.backbone.name)
 
 
 class AffinityNet(nn.Module):
     """ResNet backbone + PSA's affinity head (``network/resnet38_aff.py``): features (B, 448,
     h, w) at stride 8 whose L1 distances give the pair affinities."""
 
-    def __init__(self, arch: PSAArch, backbone: ResNetBackbone | None = None) -> None:
+    def __init__(self, arch: PSAArch, backbone: nn.Module | None = None) -> None:
         super().__init__()
         self.arch = arch
-        self.backbone = backbone if backbone is not None else ResNetBackbone(
-            arch.depth, pretrained="none", frozen_bn=arch.frozen_bn, frozen_stages=0)
-        e = self.backbone.out_channels // 512  # 1 for BasicBlock, 4 for Bottleneck
-        self.f8_3 = nn.Conv2d(128 * e, 64, 1, bias=False)
-        self.f8_4 = nn.Conv2d(256 * e, 128, 1, bias=False)
-        self.f8_5 = nn.Conv2d(512 * e, 256, 1, bias=False)
+        self.backbone = backbone if backbone is not None else build_backbone(
+            arch.backbone, depth=arch.depth, pretrained="none", frozen_bn=arch.frozen_bn)
+        c = self.backbone.level_channels  # levels 2-4: ResNet's layer2, layer3, layer4
+        self.f8_3 = nn.Conv2d(c[2], 64, 1, bias=False)
+        self.f8_4 = nn.Conv2d(c[3], 128, 1, bias=False)
+        self.f8_5 = nn.Conv2d(c[4], 256, 1, bias=False)
         self.f9 = nn.Conv2d(448, 448, 1, bias=False)
         for conv in (self.f8_3, self.f8_4, self.f8_5):
             nn.init.kaiming_normal_(conv.weight)
         nn.init.xavier_uniform_(self.f9.weight, gain=4)
         # PSA's not_training: conv1a and the b2 blocks, here the stem and layer1.
         self.backbone.requires_grad_(True)
-        for stage in (self.backbone.stem, self.backbone.layer1):
+        for stage in self.backbone.stages[:2]:
             stage.requires_grad_(False)
         for m in self.backbone.modules():  # frozen BatchNorm keeps its buffers only
             if isinstance(m, nn.BatchNorm2d):
@@ -356,10 +357,7 @@ class AffinityNet(nn.Module):
         return [self.f8_3, self.f8_4, self.f8_5, self.f9]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b = self.backbone
-        x2 = b.layer2(b.layer1(b.stem(x)))
-        x3 = b.layer3(x2)
-        x4 = b.layer4(x3)
+        x2, x3, x4 = self.backbone.forward_levels(x)[2:]
         size = x2.shape[-2:]
         f3 = F.elu(self.f8_3(x2))
         f4 = F.elu(F.interpolate(self.f8_4(x3), size=size, mode="bilinear", align_corners=False))
@@ -425,17 +423,17 @@ def build_affinity_net(train: Config, model: Config,
         if classifier_ckpt is None:
             raise ConfigError("psa.train.backbone is 'classifier' but no classifier checkpoint was given")
         net = ESOLNet.from_checkpoint(load_checkpoint(classifier_ckpt))
-        return AffinityNet(PSAArch(depth=net.arch.depth, frozen_bn=net.arch.frozen_bn),
-                           backbone=net.backbone)
+        return AffinityNet(PSAArch(depth=net.arch.depth, frozen_bn=net.arch.frozen_bn,
+                                   backbone=net.arch.backbone), backbone=net.backbone)
     if source != "model":
         raise ConfigError(f"psa.train.backbone must be 'model' or 'classifier', got {source!r}")
     b = model["backbone"]
     if b["pretrained"] == "none":
         log.warning("psa.train.backbone is 'model' with model.backbone.pretrained 'none': "
                     "AffinityNet trains its backbone from random weights")
-    backbone = ResNetBackbone(b["depth"], pretrained=str(b["pretrained"]), frozen_bn=b["frozen_bn"],
-                              frozen_stages=0)
-    return AffinityNet(PSAArch(depth=b["depth"], frozen_bn=b["frozen_bn"]), backbone=backbone)
+    name, depth = b.get("name", "resnet"), b.get("depth", 50)
+    backbone = build_backbone(name, depth=depth, pretrained=str(b["pretrained"]), frozen_bn=b["frozen_bn"])
+    return AffinityNet(PSAArch(depth=depth, frozen_bn=b["frozen_bn"], backbone=name), backbone=backbone)
 
 
 def parameter_groups(net: AffinityNet, lr: float, new_lr_mult: float, weight_decay: float

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from esol.data.voc import IGNORE, DatasetInfo
 from esol.engine import file_digest, fit, history_csv, load_checkpoint, save_checkpoint
+from esol.models.backbones import family_label
 from esol.models.deeplab import DeepLabArch, DeepLabV2
 from esol.segmentation.data import LabelSource, SegmentationDataset
 from esol import distributed
@@ -71,12 +72,14 @@ def optimizer_groups(net: DeepLabV2, section: Mapping[str, Any]) -> list[dict[st
 
 
 def classifier_backbone_state(ckpt: Mapping[str, Any]) -> dict[str, torch.Tensor]:
-    """The ResNet weights of an ESOL classifier checkpoint, under :class:`DeepLabV2`'s names.
+    """The backbone weights of an ESOL classifier checkpoint, under :class:`DeepLabV2`'s names.
 
-    Both networks hold torchvision's ResNet stages with ``conv1``/``bn1`` as ``stem.0``/
-    ``stem.1``; only the ``backbone.`` prefix differs.
+    ResNet: both networks hold torchvision's ResNet stages with ``conv1``/``bn1`` as
+    ``stem.0``/``stem.1``; DeepLab keeps them at its top level, without the ``backbone.``
+    prefix. Other families: DeepLab holds the backbone as ``backbone``, as ESOLNet.
     """
-    return {k.removeprefix("backbone."): v for k, v in ckpt["model"].items()
+    strip = ckpt["arch"].get("backbone", "resnet") == "resnet"
+    return {k.removeprefix("backbone.") if strip else k: v for k, v in ckpt["model"].items()
             if k.startswith("backbone.")}
 
 
@@ -104,7 +107,9 @@ def build_deeplab(cfg: Config, num_classes: int,
             "segmentation.model.frozen_bn is true but segmentation.model.pretrained is 'none': "
             "frozen BatchNorm keeps identity statistics, so DeepLab would train without "
             "normalisation. Set frozen_bn: false, or give pretrained weights.")
-    arch = DeepLabArch(num_classes=num_classes + 1, depth=m["depth"], frozen_bn=m["frozen_bn"],
+    name = m.get("name", "resnet")
+    arch = DeepLabArch(num_classes=num_classes + 1, backbone=name, depth=m.get("depth", 101),
+                       frozen_bn=m["frozen_bn"],
                        rates=tuple(m["aspp_rates"]), msc_scales=tuple(m["msc_scales"]))
     if pretrained != CLASSIFIER:
         return DeepLabV2(arch, pretrained=pretrained)
@@ -112,7 +117,11 @@ def build_deeplab(cfg: Config, num_classes: int,
         raise ConfigError("segmentation.model.pretrained is 'classifier' but no classifier "
                           "checkpoint was given")
     ckpt = load_checkpoint(classifier_ckpt)
-    if ckpt["arch"]["depth"] != arch.depth:
+    family = ckpt["arch"].get("backbone", "resnet")
+    if family != name:
+        raise ConfigError(f"segmentation.model.pretrained is 'classifier', a {family_label(family, ckpt['arch']['depth'])} "
+                          f"(model.backbone.name {family}), but segmentation.model.name is {name}")
+    if name == "resnet" and ckpt["arch"]["depth"] != arch.depth:
         raise ConfigError(f"segmentation.model.pretrained is 'classifier', a ResNet-"
                           f"{ckpt['arch']['depth']}, but segmentation.model.depth is {arch.depth}")
     net = DeepLabV2(arch)
@@ -142,8 +151,8 @@ def train_segmentation(cfg: Config, dataset_json: str | os.PathLike, label_dir: 
     dataset = SegmentationDataset(info, split, labels, t["scale"], t["crop"], seed=cfg["seed"])
     net = build_deeplab(cfg, info.num_classes, classifier_ckpt).to(device).train()
     optimizer = torch.optim.SGD(optimizer_groups(net, t), lr=t["lr"], momentum=t["momentum"])
-    log.info("DeepLab-v2 ResNet-%d (output stride 8, ASPP %s, MSC %s) on %s masks of %s: "
-             "%d images, %d epochs", net.arch.depth, list(net.arch.rates),
+    log.info("DeepLab-v2 %s (output stride 8, ASPP %s, MSC %s) on %s masks of %s: "
+             "%d images, %d epochs", net.backbone_label, list(net.arch.rates),
              list(net.arch.msc_scales) or "off", source, split, len(dataset), t["epochs"])
 
     def step(batch: dict) -> tuple[torch.Tensor, dict[str, float]]:

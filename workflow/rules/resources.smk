@@ -97,8 +97,21 @@ def training_gpus():
     return gpus() * config["gpus_per_job"]
 
 
+# Other backbone families are estimated as the ResNet whose training memory they
+# resemble: EfficientNet-Lite0 has ResNet-18's parameter count but its 6x expanded
+# blocks keep activations closer to ResNet-50's (an over-estimate of its time).
+FAMILY_AS_DEPTH = {"efficientnet_lite0": 50}
+
+
+def as_depth(model):
+    """The ResNet depth the tables above use for ``model`` (a model.backbone or
+    segmentation.model section)."""
+    name = model.get("name", "resnet")
+    return model["depth"] if name == "resnet" else FAMILY_AS_DEPTH[name]
+
+
 def backbone_depth():
-    return config["model"]["backbone"]["depth"]
+    return as_depth(config["model"]["backbone"])
 
 
 def split_size(split):
@@ -447,7 +460,7 @@ DEEPLAB_ACTIVATION_FACTOR = 2.5
 
 
 def deeplab_depth():
-    return config["segmentation"]["model"]["depth"]
+    return as_depth(config["segmentation"]["model"])
 
 
 def deeplab_mem_mb():
