@@ -34,6 +34,8 @@ def test_config() -> dict:
     cfg["cam"]["scales"] = [1.0, 2.0]
     cfg["figures"]["fig5_images"] = 3
     cfg["refine"]["grid_images"] = 2
+    # The whole DAG, both refiners (the demo leaves PSA to make demo-extras for time).
+    cfg["refine"]["refiners"] = ["irn", "psa"]
     cfg["irn"]["train"].update(crop=64, batch_size=8, epochs=1)
     cfg["psa"]["train"].update(crop=64, batch_size=8, epochs=1)
     cfg["segmentation"]["train"].update(epochs=2, batch_size=8, crop=64)
