@@ -52,6 +52,7 @@ def _small(device: str = "cpu") -> dict:
     cfg["dataset"]["synthetic"]["image_size"] = [64, 72]
     cfg["classifier"].update(epochs=1, batch_size=8, crop=64)
     cfg["cam"] = {"scales": [1.0], "flip": True}
+    cfg["refine"]["refiners"] = ["irn", "psa"]  # the demo leaves PSA to demo-extras
     return cfg
 
 
@@ -91,6 +92,7 @@ def test_defaults_grow_with_a_full_scale_config(tmp_path):
     cfg["dataset"].update(name="voc", source="voc", root=str(root),
                           splits=["train_aug", "train", "val"], tuning_split=None)
     cfg["refine"]["threshold"] = 0.15
+    cfg["refine"]["refiners"] = ["irn", "psa"]
     cfg["model"]["backbone"]["depth"] = 50
     cfg["classifier"].update(epochs=5, batch_size=16, crop=512)
     small = dry_run_jobs(tmp_path / "small", _small("cuda"))
