@@ -25,7 +25,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -100,24 +100,30 @@ def read_irn_npy(path: str | os.PathLike) -> CamRecord:
 
 def import_irn_npy(npy_dir: str | os.PathLike, out_path: str | os.PathLike, ids: Sequence[str],
                    num_classes: int, attrs: Mapping[str, Any] | None = None,
-                   labels: Mapping[str, Sequence[int]] | None = None) -> int:
+                   labels: Mapping[str, Sequence[int]] | None = None,
+                   check: Callable[[CamRecord, str, str], None] | None = None,
+                   what: str = "images") -> int:
     """Store ``npy_dir/<id>.npy`` for every id in ``ids`` into a CAM file at ``out_path``.
 
     ``labels`` (id -> 1-based mask values of the image label), when given, must match
     each file's keys: CAMs of other classes than the label's would make every later
-    stage score the wrong classes. A missing file is named, the first one only.
+    stage score the wrong classes. ``check(record, id, path)``, when given, replaces
+    these checks. A missing file is named, the first one only (``what`` the ids are, for
+    the message).
     """
     npy_dir = Path(npy_dir)
     missing = [i for i in ids if not (npy_dir / f"{i}.npy").is_file()]
     if missing:
-        raise DatasetError(f"external CAMs: {len(missing)} of {len(ids)} images have no file in "
+        raise DatasetError(f"external CAMs: {len(missing)} of {len(ids)} {what} have no file in "
                            f"{npy_dir}, first {npy_dir / (missing[0] + '.npy')}")
 
     def records() -> Iterator[tuple[str, CamRecord]]:
         for image_id in ids:
             path = npy_dir / f"{image_id}.npy"
             rec = read_irn_npy(path)
-            if rec.keys.size and (rec.keys.min() < 1 or rec.keys.max() > num_classes):
+            if check is not None:
+                check(rec, image_id, str(path))
+            elif rec.keys.size and (rec.keys.min() < 1 or rec.keys.max() > num_classes):
                 raise DatasetError(f"{path}: class index outside 0..{num_classes - 1}")
             if labels is not None and sorted(rec.keys.tolist()) != sorted(labels[image_id]):
                 raise DatasetError(f"{path}: keys {sorted((rec.keys - 1).tolist())} differ from the "
@@ -166,20 +172,9 @@ def import_external(source: str | os.PathLike, out_path: str | os.PathLike,
     attrs = {"source": f"external: {src}", "inputs": fingerprint(inputs)}
     Path(out_path).parent.mkdir(parents=True, exist_ok=True)
     if src.is_dir():
-        missing = [i for i in ids if not (src / f"{i}.npy").is_file()]
-        if missing:
-            raise DatasetError(f"external CAMs: {len(missing)} of {len(ids)} images of {split!r} "
-                               f"have no file in {src}, first {src / (missing[0] + '.npy')}")
-
-        def records() -> Iterator[tuple[str, CamRecord]]:
-            for image_id in ids:
-                path = src / f"{image_id}.npy"
-                rec = read_irn_npy(path)
-                _check_record(rec, image_id, str(path), info, split)
-                yield image_id, rec
-
-        write_cams(out_path, records(), total=len(ids), attrs=attrs)
-        return len(ids)
+        return import_irn_npy(src, out_path, ids, info.num_classes, attrs=attrs,
+                              check=lambda rec, i, where: _check_record(rec, i, where, info, split),
+                              what=f"images of {split!r}")
     if not src.is_file():
         raise DatasetError(f"external CAMs: {src} is neither a folder of IRN .npy files nor a "
                            "CAM file (.h5)")
