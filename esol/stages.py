@@ -31,8 +31,8 @@ from esol.losses import area_loss, classification_loss
 from esol.models.deform import offset_magnitude
 from esol.models.esol_net import Arch, ESOLNet
 from esol import distributed
-from esol.utils import (ConfigError, TrainingError, amp_dtype, autocast, seed_everything,
-                        select_device)
+from esol.utils import (ConfigError, TrainingError, amp_dtype, autocast, evaluating,
+                        seed_everything, select_device)
 
 log = logging.getLogger(__name__)
 
@@ -162,17 +162,12 @@ def score_images(net: torch.nn.Module, info: DatasetInfo, split: str, ids: list[
                  device: torch.device, amp: torch.dtype | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Image-level logits (N, K) of ``net`` in eval mode on whole images at scale 1 (as
     CAM extraction sees them), and the images' labels (N, K). Modes are restored after."""
-    modes = {m: m.training for m in net.modules()}
-    net.eval()
-    try:
+    with evaluating(net):
         logits = []
         for image_id in ids:
             x = torch.from_numpy(T.to_chw(T.normalize(read_image(info.layout.image(image_id)))))
             with autocast(amp, device):
                 logits.append(net(x[None].to(device)).float()[0].cpu().numpy())
-    finally:
-        for m, mode in modes.items():
-            m.training = mode
     labels = np.stack([info.label_vector(split, i) for i in ids]) if ids else np.zeros((0, info.num_classes))
     return np.asarray(logits, np.float64).reshape(len(ids), -1), labels
 

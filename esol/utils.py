@@ -184,3 +184,16 @@ def rule_logging(log_path: str | os.PathLike | None, threads: int = 1) -> Iterat
         sys.stderr = old_stderr
         if stream is not None:
             stream.close()
+
+
+@contextlib.contextmanager
+def evaluating(net: torch.nn.Module) -> Iterator[None]:
+    """``net`` in eval mode inside the block, every module's own mode restored after it
+    (a learning check scores a network mid-training without touching its BatchNorm)."""
+    modes = {m: m.training for m in net.modules()}
+    net.eval()
+    try:
+        yield
+    finally:
+        for m, mode in modes.items():
+            m.training = mode

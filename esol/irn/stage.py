@@ -42,8 +42,8 @@ from esol.models.backbones import build_backbone
 from esol.refine import calibrate, training_gamma
 from esol.shards import WHOLE, Shard, shard_ids
 from esol.models.esol_net import ESOLNet
-from esol.utils import (ConfigError, DatasetError, amp_dtype, autocast, seed_everything,
-                        select_device, tqdm_kwargs)
+from esol.utils import (ConfigError, DatasetError, amp_dtype, autocast, evaluating,
+                        seed_everything, select_device, tqdm_kwargs)
 
 log = logging.getLogger(__name__)
 
@@ -172,17 +172,12 @@ def boundary_figures(net: IRNet, info: DatasetInfo, ids: list[str], device: torc
     """Shares of empty or constant boundary maps (:func:`esol.learning.map_figures`) of
     ``ids`` in eval mode: a boundary branch that learned nothing gives a constant map,
     and the random walk then floods every CAM over the whole image."""
-    modes = {m: m.training for m in net.modules()}
-    net.eval()
-    try:
+    with evaluating(net):
         maps = []
         for image_id in ids:
             x = torch.from_numpy(T.to_chw(T.normalize(read_image(info.layout.image(image_id)))))
             with autocast(amp, device):
                 maps.append(net.boundary_map(x[None].to(device)).float().cpu().numpy())
-    finally:
-        for m, mode in modes.items():
-            m.training = mode
     figures = map_figures(maps)
     log.info("IRN check on %d training images: %.0f%% of boundary maps empty, %.0f%% constant",
              len(ids), 100 * figures["empty_share"], 100 * figures["constant_share"])

@@ -76,7 +76,7 @@ from esol.learning import check_at_most, checks_config, map_figures
 from esol.refine import calibrate, preset_gamma
 from esol.refiners import core
 from esol.shards import WHOLE, Shard, shard_ids
-from esol.utils import (ConfigError, DatasetError, amp_dtype, atomic_path, autocast,
+from esol.utils import (ConfigError, DatasetError, amp_dtype, atomic_path, autocast, evaluating,
                         seed_everything, select_device, tqdm_kwargs)
 
 log = logging.getLogger(__name__)
@@ -511,9 +511,7 @@ def affinity_figures(net: AffinityNet, info: DatasetInfo, ids: Sequence[str], ra
                      device: torch.device, amp: torch.dtype | None = None) -> dict[str, float]:
     """Shares of empty or constant pair-affinity maps (:func:`esol.learning.map_figures`,
     one map per image: every pair's ``a_ij``) of ``ids`` in eval mode."""
-    modes = {m: m.training for m in net.modules()}
-    net.eval()
-    try:
+    with evaluating(net):
         maps = []
         for image_id in ids:
             image = read_image(info.layout.image(image_id))
@@ -524,9 +522,6 @@ def affinity_figures(net: AffinityNet, info: DatasetInfo, ids: Sequence[str], ra
                 feats = net(x).float()
             pairs = core.pairs_in_radius(tuple(feats.shape[-2:]), radius)
             maps.append(pair_affinity(feats, pairs)[0].cpu().numpy())
-    finally:
-        for m, mode in modes.items():
-            m.training = mode
     figures = map_figures(maps)
     log.info("PSA check on %d training images: %.0f%% of affinity maps empty, %.0f%% constant",
              len(ids), 100 * figures["empty_share"], 100 * figures["constant_share"])
