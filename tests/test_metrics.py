@@ -1,4 +1,4 @@
-"""Metrics against numbers computed by hand (design/method.md section 3)."""
+"""Metrics against numbers computed by hand (docs/method.md: the metrics and the 255 rule)."""
 
 import numpy as np
 import pytest
